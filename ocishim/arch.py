@@ -1,0 +1,104 @@
+"""Architectures: one table mapping OCI names, libseccomp tokens and audit values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_64BIT = 0x80000000
+_LE = 0x40000000
+_MIPS_N32 = 0x20000000
+
+X32_SYSCALL_BIT = 0x40000000
+ARM_PRIVATE_BASE = 0x0F0000
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One seccomp architecture.
+
+    `token` is what libseccomp calls the arch (SCMP_ARCH_*); `audit` is the value
+    the kernel puts in seccomp_data.arch. They differ only for x32, which shares
+    AUDIT_ARCH_X86_64 and is told apart by X32_SYSCALL_BIT in nr.
+    """
+
+    name: str  # lower-case short name, as in ../shared/data/syscalls
+    token: int
+    audit: int
+    little_endian: bool
+    bits: int
+
+    @property
+    def oci(self) -> str:
+        return "SCMP_ARCH_" + self.name.upper()
+
+    @property
+    def audit_name(self) -> str:
+        return _AUDIT_NAMES[self.audit]
+
+
+def _arch(name: str, em: int, flags: int, bits: int, audit: int | None = None) -> Arch:
+    token = em | flags
+    return Arch(name, token, token if audit is None else audit, bool(flags & _LE), bits)
+
+
+# Order is the canonical output order everywhere (explain, --json, tests).
+ARCHES: tuple[Arch, ...] = (
+    _arch("x86_64", 62, _64BIT | _LE, 64),
+    _arch("x86", 3, _LE, 32),
+    _arch("x32", 62, _LE, 32, audit=62 | _64BIT | _LE),
+    _arch("aarch64", 183, _64BIT | _LE, 64),
+    _arch("arm", 40, _LE, 32),
+    _arch("ppc64le", 21, _64BIT | _LE, 64),
+    _arch("ppc64", 21, _64BIT, 64),
+    _arch("ppc", 20, 0, 32),
+    _arch("s390x", 22, _64BIT, 64),
+    _arch("s390", 22, 0, 32),
+    _arch("riscv64", 243, _64BIT | _LE, 64),
+    _arch("mips", 8, 0, 32),
+    _arch("mipsel", 8, _LE, 32),
+    _arch("mips64", 8, _64BIT, 64),
+    _arch("mipsel64", 8, _64BIT | _LE, 64),
+    _arch("mips64n32", 8, _64BIT | _MIPS_N32, 32),
+    _arch("mipsel64n32", 8, _64BIT | _LE | _MIPS_N32, 32),
+    _arch("parisc", 15, 0, 32),
+    _arch("parisc64", 15, _64BIT, 64),
+    _arch("loongarch64", 258, _64BIT | _LE, 64),
+)
+
+BY_NAME: dict[str, Arch] = {a.name: a for a in ARCHES}
+BY_OCI: dict[str, Arch] = {a.oci: a for a in ARCHES}
+BY_TOKEN: dict[int, Arch] = {a.token: a for a in ARCHES}
+
+_AUDIT_NAMES: dict[int, str] = {}
+for _a in ARCHES:
+    _AUDIT_NAMES.setdefault(_a.audit, "AUDIT_ARCH_" + _a.name.upper())
+_AUDIT_NAMES[BY_NAME["x86"].audit] = "AUDIT_ARCH_I386"
+
+# Arches sharing one audit value (only x86_64/x32): a filter tells them apart by nr.
+BY_AUDIT: dict[int, tuple[Arch, ...]] = {}
+for _a in ARCHES:
+    BY_AUDIT[_a.audit] = BY_AUDIT.get(_a.audit, ()) + (_a,)
+
+
+def order(arches) -> tuple[Arch, ...]:
+    """Sort arches into the canonical order of ARCHES, dropping duplicates."""
+    wanted = {a.name for a in arches}
+    return tuple(a for a in ARCHES if a.name in wanted)
+
+
+def host() -> Arch:
+    """The arch of this machine, as libseccomp sees it."""
+    import pyseccomp
+
+    return BY_TOKEN[pyseccomp.system_arch()]
+
+
+def arch_of_nr(audit: int, nr: int) -> Arch | None:
+    """Which arch a (seccomp_data.arch, nr) pair belongs to."""
+    candidates = BY_AUDIT.get(audit, ())
+    if len(candidates) > 1:
+        want_x32 = bool(nr & X32_SYSCALL_BIT)
+        for a in candidates:
+            if (a.name == "x32") == want_x32:
+                return a
+    return candidates[0] if candidates else None
