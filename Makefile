@@ -1,0 +1,55 @@
+# Two commands: `make demo` and `make test`. Each installs what it needs
+# (Debian packages, then a virtualenv with the Python dependencies).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+PROFILES := $(SHARED)/data/profiles
+
+# What the tests and the demo run: the real runtimes, a compiler for the probe
+# programs, and the tools that build test root file systems.
+DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd \
+        busybox-static debootstrap
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps venv test demo bench table clean
+
+all: test
+
+deps: .cache/debs.stamp
+
+.cache/debs.stamp: Makefile
+	@mkdir -p .cache
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: setup.cfg pyproject.toml .cache/debs.stamp
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: deps venv
+	$(PY) -m pytest -q -ra tests integration
+
+# Regenerate the syscall table from $(SHARED)/data/syscalls (the output is committed).
+table: venv
+	$(PY) scripts/gen_syscall_table.py
+
+demo: deps venv
+	@bash examples/demo.sh
+
+bench: deps venv
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -1,0 +1,193 @@
+"""The `ocishim` command: argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Sequence
+
+from . import __version__
+from .errors import OcishimError, UsageError
+
+
+def _read_program(path: str, endian: str):
+    from .bpf.insn import decode
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UsageError(path, exc.strerror or str(exc)) from None
+    return decode(data, endian)
+
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(what, f"not an integer: {text!r}") from None
+    if not -(2**63) <= value < 2**64:
+        raise UsageError(what, f"does not fit in 64 bits: {text!r}")
+    return value & (2**64 - 1)
+
+
+def _arch(name: str):
+    from .arch import BY_NAME, BY_OCI
+
+    arch = BY_NAME.get(name.lower()) or BY_OCI.get(name.upper())
+    if arch is None:
+        raise UsageError("ARCH", f"unknown architecture {name!r} (known: {', '.join(BY_NAME)})")
+    return arch
+
+
+def _parse_kernel(text: str, what: str) -> tuple[int, int]:
+    from . import syscalls
+
+    try:
+        return syscalls.parse_version(text)
+    except ValueError as exc:
+        raise UsageError(what, str(exc)) from None
+
+
+def _load(args):
+    from .profile import load
+
+    caps = None
+    if args.caps is not None:
+        caps = frozenset(c.strip() for c in args.caps.split(",") if c.strip())
+    kernel = _parse_kernel(args.kernel, "--kernel") if args.kernel else None
+    loaded = load(args.profile, caps=caps, kernel=kernel)
+    if loaded.profile is None:
+        raise UsageError(args.profile, "has no seccomp profile (linux.seccomp is absent): no filter")
+    return loaded.profile
+
+
+def cmd_disasm(args) -> int:
+    from .bpf.disasm import disassemble
+
+    program = _read_program(args.file, args.endian)
+    little = None if args.endian == "host" else args.endian == "little"
+    sys.stdout.write(disassemble(program, little))
+    return 0
+
+
+def cmd_emu(args) -> int:
+    from . import syscalls
+    from .actions import describe
+    from .bpf import emu
+    from .bpf.disasm import disassemble
+
+    arch = _arch(args.arch)
+    program = _read_program(args.file, args.endian)
+    try:
+        nr = int(args.syscall, 0)
+    except ValueError:
+        found = syscalls.resolve(arch.name, args.syscall) if arch.name in syscalls.arches() else None
+        if found is None:
+            raise UsageError("SYSCALL", f"unknown syscall {args.syscall!r} on {arch.name}") from None
+        nr = found
+    if len(args.args) > 6:
+        raise UsageError("ARG", "a syscall has at most 6 arguments")
+    values = [_parse_int(a, f"ARG {i}") for i, a in enumerate(args.args)]
+    result = emu.run(program, arch, nr, values)
+    if args.trace:
+        listing = disassemble(program, arch.little_endian).splitlines()
+        for pc in result.trace:
+            print(listing[pc + 1])
+    print(describe(result.ret))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .compile import compile_profile
+    from .explain import explain
+
+    profile = _load(args)
+    compiled = compile_profile(profile)
+    for warning in compiled.warnings:
+        print(f"ocishim: warning: {warning}", file=sys.stderr)
+    arches = compiled.arches
+    if args.arch:
+        wanted = _arch(args.arch)
+        arches = tuple(a for a in arches if a == wanted)
+        if not arches:
+            raise UsageError("--arch", f"{wanted.name} is not in this filter "
+                                       f"({', '.join(a.name for a in compiled.arches)})")
+    entries = explain(profile, arches, compiled.program, None, args.syscalls)
+    if args.json:
+        json.dump([e.as_json() for e in entries], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'arch':<8} {'nr':>10}  {'syscall':<24} action")
+    for e in entries:
+        print(f"{e.arch:<8} {e.nr:>10}  {e.name:<24} {e.before}")
+        for r in e.rules:
+            print(f"{'':<8} {'':>10}  {'':<24}   {r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocishim", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ocishim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def profile_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("profile", metavar="PROFILE",
+                        help="bundle dir, config.json, linux.seccomp object or Docker profile")
+        sp.add_argument("--caps", metavar="CAP,...",
+                        help="capabilities for Docker includes/excludes (default: Docker's default set)")
+        sp.add_argument("--kernel", metavar="X.Y",
+                        help="kernel version for Docker minKernel (default: the running kernel)")
+
+    def endian_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--endian", choices=("host", "little", "big"), default="host",
+                        help="byte order of FILE (default: host, what seccomp(2) takes)")
+
+    sp = sub.add_parser("disasm", help="human-readable listing of a raw filter")
+    sp.add_argument("file", metavar="FILE")
+    endian_arg(sp)
+    sp.set_defaults(func=cmd_disasm)
+
+    sp = sub.add_parser("emu", help="run one syscall through a raw filter")
+    sp.add_argument("file", metavar="FILE")
+    sp.add_argument("arch", metavar="ARCH")
+    sp.add_argument("syscall", metavar="SYSCALL", help="name or number")
+    sp.add_argument("args", metavar="ARG", nargs="*", help="integers, any base (0x.., 0o.., 0b..)")
+    sp.add_argument("--trace", action="store_true", help="print the instructions executed")
+    endian_arg(sp)
+    sp.set_defaults(func=cmd_emu)
+
+    sp = sub.add_parser("explain", help="what every syscall gets from a profile")
+    profile_args(sp)
+    sp.add_argument("syscalls", metavar="SYSCALL", nargs="*", help="only these (names or numbers)")
+    sp.add_argument("--arch", metavar="ARCH")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_explain)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OcishimError as exc:
+        print(f"ocishim: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug, not a user error: say so, keep the details on request
+        print(f"ocishim: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("OCISHIM_DEBUG"):
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

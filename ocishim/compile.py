@@ -1,0 +1,182 @@
+"""Compile a profile into a BPF program with the host libseccomp (through pyseccomp).
+
+The program is libseccomp's own output. What libseccomp cannot express is kept as data
+for the patcher rather than dropped: rules whose names the host libseccomp does not
+know but the project's syscall table does (`Compiled.pending`), and the set of numbers
+the profile names on each arch (`Compiled.named`), which the ENOSYS stub needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import pyseccomp
+
+from . import libseccomp, syscalls
+from .actions import OPERATORS, action_value, flags_value
+from .arch import BY_OCI, Arch, order
+from .bpf.insn import Insn, decode
+from .errors import CompileError
+from .profile.model import ArgCond, Profile, Rule
+
+# Socket and SysV IPC calls: on arches with socketcall(2)/ipc(2) libseccomp resolves
+# them to pseudo numbers and compiles them itself (direct call plus multiplexer).
+MULTIPLEXED = frozenset(
+    "socket bind connect listen accept getsockname getpeername socketpair send recv "
+    "sendto recvfrom shutdown setsockopt getsockopt sendmsg recvmsg accept4 recvmmsg "
+    "sendmmsg semop semget semctl semtimedop msgsnd msgrcv msgget msgctl shmat shmdt "
+    "shmget shmctl".split()
+)
+
+# SCMP_FLTATR_CTL_OPTIMIZE = 2: a binary tree of syscalls per arch (libseccomp >= 2.5).
+_OPTIMIZE_BINARY_TREE = 2
+
+
+@dataclass(frozen=True)
+class PendingRule:
+    """A rule for (arch, nr) that the host libseccomp could not compile: its name is unknown to it."""
+
+    arch: str
+    name: str
+    nr: int
+    action: int  # SECCOMP_RET_* value
+    args: tuple[ArgCond, ...]
+    path: str  # JSON path of the rule
+
+
+@dataclass(frozen=True)
+class Compiled:
+    program: tuple[Insn, ...]
+    arches: tuple[Arch, ...]  # in the filter, canonical order
+    default_action: int
+    bad_arch_action: int
+    flags: int  # SECCOMP_FILTER_FLAG_* for seccomp(2)
+    named: Mapping[str, frozenset[int]]  # arch name -> named(A), by the project's table
+    pending: tuple[PendingRule, ...] = ()
+    unknown: tuple[str, ...] = ()  # names neither the table nor libseccomp knows
+    warnings: tuple[str, ...] = field(default=())
+
+
+def rule_conditions(rule: Rule) -> tuple[tuple[ArgCond, ...], ...]:
+    """The condition sets a rule adds, each one a separate libseccomp rule.
+
+    libseccomp refuses two conditions on one argument in one rule. Like runc, a rule
+    that repeats an index becomes one rule per condition: the conditions are OR'd.
+    """
+    indexes = [c.index for c in rule.args]
+    if len(indexes) != len(set(indexes)):
+        return tuple((c,) for c in rule.args)
+    return (rule.args,)
+
+
+def filter_arches(profile: Profile, native: Arch) -> tuple[Arch, ...]:
+    """The arches a runtime puts in the filter: the native one plus those listed."""
+    return order([native] + [BY_OCI[name] for name in profile.architectures])
+
+
+def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
+    """Build the libseccomp program for profile, as runc and crun would, plus the patcher's data."""
+    host = libseccomp.native()
+    native = native or host
+    default = action_value(profile.default_action, profile.default_errno_ret)
+    pyseccomp.get_api()  # makes libseccomp probe the kernel for the actions it may use
+    try:
+        flt = pyseccomp.SyscallFilter(default)
+    except OSError as exc:
+        raise CompileError(profile.field_path("defaultAction"),
+                           f"libseccomp refuses {profile.default_action} as default action "
+                           f"({libseccomp.oserror_text(exc)})") from None
+    arches = _add_arches(flt, profile, native, host)
+    if libseccomp.version() >= (2, 5, 0):
+        flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, _OPTIMIZE_BINARY_TREE)
+
+    pending: list[PendingRule] = []
+    named: dict[str, set[int]] = {a.name: set() for a in arches}
+    unknown: dict[str, None] = {}
+    for rule in profile.syscalls:
+        value = action_value(rule.action, rule.errno_ret)
+        for j, name in enumerate(rule.names):
+            where = f"{rule.path}.names[{j}]"
+            table_nrs = {a.name: syscalls.resolve(a.name, name) for a in arches if a.name in syscalls.arches()}
+            for arch_name, nr in table_nrs.items():
+                if nr is not None:
+                    named[arch_name].add(nr)
+            known_by_table = any(syscalls.resolve(a, name) is not None for a in syscalls.arches())
+            if not known_by_table and not any(libseccomp.knows(a, name) for a in arches):
+                unknown.setdefault(name, None)
+                continue
+            if value == default:
+                continue  # libseccomp refuses a rule that repeats the default action
+            for arch in arches:
+                if _libseccomp_handles(arch, name):
+                    continue
+                nr = table_nrs.get(arch.name)
+                if nr is not None:
+                    pending.append(PendingRule(arch.name, name, nr, value, rule.args, rule.path))
+            if libseccomp.knows(host, name):
+                # libseccomp takes the host's number and translates it by name per arch.
+                _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
+    program = _export(flt, "little" if native.little_endian else "big")
+    return Compiled(
+        program=program,
+        arches=arches,
+        default_action=default,
+        bad_arch_action=flt.get_attr(pyseccomp.Attr.ACT_BADARCH),
+        flags=flags_value(profile.flags),
+        named={k: frozenset(v) for k, v in named.items()},
+        pending=tuple(pending),
+        unknown=tuple(unknown),
+        warnings=tuple(f"syscall {n!r} is unknown to the syscall table and to libseccomp "
+                       f"{'.'.join(map(str, libseccomp.version()))}; its rules are ignored"
+                       for n in unknown),
+    )
+
+
+def _libseccomp_handles(arch: Arch, name: str) -> bool:
+    nr = libseccomp.resolve_name(arch, name)
+    return nr >= 0 or (nr < -1 and name in MULTIPLEXED)
+
+
+def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, host: Arch) -> tuple[Arch, ...]:
+    supported = libseccomp.supported_arches()
+    listed = {name: i for i, name in enumerate(profile.architectures)}
+    wanted = filter_arches(profile, native)
+    for arch in wanted:
+        where = (profile.field_path(f"architectures[{listed[arch.oci]}]") if arch.oci in listed
+                 else "native architecture")
+        if arch not in supported:
+            v = ".".join(map(str, libseccomp.version()))
+            raise CompileError(where, f"{arch.oci} is not supported by the host libseccomp {v}")
+        if arch == host:
+            continue
+        try:
+            flt.add_arch(arch.token)
+        except OSError as exc:
+            raise CompileError(where, f"libseccomp cannot add {arch.oci} next to "
+                                      f"{native.oci} ({libseccomp.oserror_text(exc)})") from None
+    if host not in wanted:
+        flt.remove_arch(host.token)
+    return wanted
+
+
+def _add_rule(flt: pyseccomp.SyscallFilter, value: int, nr: int, rule: Rule, where: str) -> None:
+    for conds in rule_conditions(rule):
+        args = [pyseccomp.Arg(c.index, OPERATORS[c.op], c.value, c.value_two) for c in conds]
+        try:
+            flt.add_rule(value, nr, *args)
+        except OSError as exc:
+            raise CompileError(where, f"libseccomp refuses this rule ({libseccomp.oserror_text(exc)})") from None
+
+
+def _export(flt: pyseccomp.SyscallFilter, byteorder: str) -> tuple[Insn, ...]:
+    # A memfd, not a pipe: libseccomp writes the whole program before anyone reads,
+    # and a large program fills a pipe's buffer and blocks forever.
+    fd = os.memfd_create("ocishim-bpf", os.MFD_CLOEXEC)
+    with os.fdopen(fd, "w+b") as f:
+        flt.export_bpf(f)
+        f.seek(0)
+        data = f.read()
+    # libseccomp writes the program in the byte order of the filter's arches.
+    return decode(data, byteorder)
