@@ -59,16 +59,16 @@ class Compiled:
     warnings: tuple[str, ...] = field(default=())
 
 
-def rule_conditions(rule: Rule) -> tuple[tuple[ArgCond, ...], ...]:
+def rule_conditions(args: tuple[ArgCond, ...]) -> tuple[tuple[ArgCond, ...], ...]:
     """The condition sets a rule adds, each one a separate libseccomp rule.
 
     libseccomp refuses two conditions on one argument in one rule. Like runc, a rule
     that repeats an index becomes one rule per condition: the conditions are OR'd.
     """
-    indexes = [c.index for c in rule.args]
+    indexes = [c.index for c in args]
     if len(indexes) != len(set(indexes)):
-        return tuple((c,) for c in rule.args)
-    return (rule.args,)
+        return tuple((c,) for c in args)
+    return (args,)
 
 
 def filter_arches(profile: Profile, native: Arch) -> tuple[Arch, ...]:
@@ -162,7 +162,7 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
 
 
 def _add_rule(flt: pyseccomp.SyscallFilter, value: int, nr: int, rule: Rule, where: str) -> None:
-    for conds in rule_conditions(rule):
+    for conds in rule_conditions(rule.args):
         args = [pyseccomp.Arg(c.index, OPERATORS[c.op], c.value, c.value_two) for c in conds]
         try:
             flt.add_rule(value, nr, *args)

@@ -1,0 +1,145 @@
+"""The ENOSYS set E(A) of semantics.md, per arch and mode, as ranges of syscall numbers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .. import syscalls
+from ..actions import (ENOSYS, RET_ACTION_FULL, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS, RET_LOG,
+                       RET_TRACE)
+from ..arch import ARM_PRIVATE_BASE, X32_SYSCALL_BIT
+from ..errors import UsageError
+
+Version = tuple[int, int]
+NR_MAX = 0xFFFFFFFF
+# x32's own numbers (x32 compat range 512-547); runc's maximum must not count them.
+X32_COMPAT = range(X32_SYSCALL_BIT + 512, X32_SYSCALL_BIT + 548)
+MODES = ("auto", "unnamed", "max", "off", "kernel:X.Y")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """An --enosys mode: auto, unnamed, max, off, or kernel with a baseline version."""
+
+    kind: str
+    kernel: Version | None = None
+
+    def __str__(self) -> str:
+        return f"kernel:{syscalls.format_version(self.kernel)}" if self.kernel else self.kind
+
+
+def parse_mode(text: str) -> Mode:
+    """Parse an --enosys value; a bad one is a UsageError naming the flag."""
+    if text in ("auto", "unnamed", "max", "off"):
+        return Mode(text)
+    m = re.fullmatch(r"kernel:(.*)", text)
+    if m:
+        try:
+            return Mode("kernel", syscalls.parse_version(m.group(1)))
+        except ValueError as exc:
+            raise UsageError("--enosys", str(exc)) from None
+    raise UsageError("--enosys", f"unknown mode {text!r} (one of {', '.join(MODES)})")
+
+
+def parse_kernel(text: str, flag: str = "--emulate-kernel") -> Version:
+    try:
+        return syscalls.parse_version(text)
+    except ValueError as exc:
+        raise UsageError(flag, str(exc)) from None
+
+
+def domain(arch: str) -> tuple[int, int]:
+    """The nr values that belong to arch under its audit value: x86_64 and x32 split at bit 30."""
+    if arch == "x86_64":
+        return (0, X32_SYSCALL_BIT - 1)
+    if arch == "x32":
+        return (X32_SYSCALL_BIT, NR_MAX)
+    return (0, NR_MAX)
+
+
+def stub_applies(default_action: int, emulate: Version | None) -> bool:
+    """Rule 2: no stub when the default lets calls through or already answers ENOSYS."""
+    if emulate is not None:
+        return True
+    if default_action == RET_ERRNO | ENOSYS:
+        return False
+    if default_action & RET_ACTION_FULL == RET_KILL_PROCESS:
+        return True
+    return default_action & 0x7FFF0000 not in (RET_ALLOW, RET_LOG, RET_TRACE)
+
+
+def _max_named(arch: str, named: Iterable[int]) -> int | None:
+    candidates = [nr for nr in named
+                  if not (arch == "arm" and nr >= ARM_PRIVATE_BASE)
+                  and not (arch == "x32" and nr in X32_COMPAT)]
+    return max(candidates) if candidates else None
+
+
+def in_enosys(arch: str, nr: int, named: frozenset[int], mode: Mode,
+              emulate: Version | None, baseline: Version | None, maximum: int | None) -> bool:
+    """Whether nr is in E(A) (one number; `enosys_ranges` is the fast form)."""
+    since = syscalls.since(arch, nr)
+    if emulate is not None and (since is None or since > emulate):
+        return True
+    if nr in named or mode.kind == "off":
+        return False
+    if arch in ("s390", "s390x") and nr == 0:
+        return True  # unknown multiplexed syscalls arrive as nr 0
+    if mode.kind == "unnamed":
+        return True
+    if mode.kind == "max":
+        return maximum is not None and nr > maximum
+    return since is None or baseline is None or since > baseline  # auto, kernel:X.Y
+
+
+def baseline_of(arch: str, named: frozenset[int], mode: Mode) -> Version | None:
+    """The kernel version a profile is taken to know: its newest named syscall, or the mode's."""
+    if mode.kind == "kernel":
+        return mode.kernel
+    if mode.kind != "auto":
+        return None
+    versions = [v for v in (syscalls.since(arch, nr) for nr in named) if v is not None]
+    if versions:
+        return max(versions)
+    # A profile that names nothing on this arch tells no age: only unknown numbers.
+    return max(syscalls.since(arch, nr) for nr in syscalls.numbers(arch))
+
+
+def enosys_ranges(arch: str, named: frozenset[int], mode: Mode, default_action: int,
+                  emulate: Version | None = None) -> tuple[tuple[int, int], ...]:
+    """E(A) for arch as sorted, disjoint, inclusive ranges inside domain(arch)."""
+    if (mode.kind == "off" and emulate is None) or not stub_applies(default_action, emulate):
+        return ()
+    lo, hi = domain(arch)
+    baseline = baseline_of(arch, named, mode)
+    maximum = _max_named(arch, named) if mode.kind == "max" else None
+    # Between two consecutive interesting numbers, every nr gets the same answer,
+    # so each gap is decided by one representative.
+    points = set(syscalls.numbers(arch)) | set(named) | {lo, hi}
+    if maximum is not None and maximum < hi:
+        points.add(maximum + 1)
+    if arch in ("s390", "s390x"):
+        points |= {0, 1}
+    points = sorted(p for p in points if lo <= p <= hi)
+    ranges: list[list[int]] = []
+
+    def add(a: int, b: int) -> None:
+        if ranges and ranges[-1][1] == a - 1:
+            ranges[-1][1] = b
+        else:
+            ranges.append([a, b])
+
+    args = (named, mode, emulate, baseline, maximum)
+    for i, p in enumerate(points):
+        if in_enosys(arch, p, *args):
+            add(p, p)
+        nxt = points[i + 1] if i + 1 < len(points) else hi + 1
+        if p + 1 <= nxt - 1 and in_enosys(arch, p + 1, *args):
+            add(p + 1, nxt - 1)
+    return tuple((a, b) for a, b in ranges)
+
+
+def contains(ranges: tuple[tuple[int, int], ...], nr: int) -> bool:
+    return any(a <= nr <= b for a, b in ranges)

@@ -1,0 +1,214 @@
+"""The ENOSYS stub, prepended to libseccomp's program P.
+
+Layout of the patched program:
+
+      ld   [4]                      A = arch
+      jeq  #AUDIT_1   sec_1  next   one test per arch that has work to do,
+      jeq  #AUDIT_2   sec_2  P      in canonical arch order; any other arch -> P
+    sec_1:
+      ld   [0]                      A = nr
+      jge  #lo_m      ...           a balanced tree over the ranges of [0, 2^32):
+      jge  #lo_k      ...           each range ends in ENOSYS, P, or a rule block.
+    sec_2: ...                      x86_64 and x32 share AUDIT_ARCH_X86_64 and so
+                                    one tree: x32 is the upper half (bit 30).
+    enosys:
+      ret  ERRNO(ENOSYS)
+    block_i:                        rules for names the host libseccomp lacks,
+      ld   [args...] ...            compiled here; no match -> the default action
+      ret  <action>
+    P:                              libseccomp's program, unchanged; it starts
+      ld   [4] ...                  with its own ld [4], so jumping here is exact.
+
+Only `ld [0]`, `ld [4]`, `jeq/jge #k`, `ja` and `ret #k` are used outside the rule
+blocks, so the kernel's action cache sees through the stub (semantics rule 4).
+A conditional jump reaches at most 255 instructions; the assembler turns a longer
+one into a `ja`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..actions import ENOSYS, RET_ERRNO
+from ..arch import BY_NAME, X32_SYSCALL_BIT, Arch
+from ..bpf.asm import Cond, Goto, Item, Label, assemble
+from ..bpf.insn import (ABS, BPF_MAXINSNS, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, OFF_ARCH, OFF_NR,
+                        W, Insn, ld_abs, ret)
+from ..compile import Compiled, PendingRule, rule_conditions
+from ..errors import CompileError
+from .enosys import Mode, Version, domain, enosys_ranges
+from .rules import label_factory, rule_chain
+
+PASS, ENOSYS_LEAF = "P", "enosys"
+
+
+@dataclass(frozen=True)
+class Patched:
+    program: tuple[Insn, ...]
+    stub_length: int
+    enosys: Mapping[str, tuple[tuple[int, int], ...]]  # E(A) per arch name
+    mode: Mode
+    emulate: Version | None
+    compiled: Compiled
+
+
+def _intervals(arch: Arch, ranges: tuple[tuple[int, int], ...],
+               pending_class: Mapping[tuple[str, int], str]) -> list[tuple[int, int, str]]:
+    """Cover domain(arch) with ranges, each going to ENOSYS, a rule block or P."""
+    lo, hi = domain(arch.name)
+    marks = [(a, b, ENOSYS_LEAF) for a, b in ranges]
+    marks += [(nr, nr, cls) for (name, nr), cls in pending_class.items()
+              if name == arch.name and not any(a <= nr <= b for a, b in ranges)]
+    marks.sort()
+    out: list[tuple[int, int, str]] = []
+
+    def push(a: int, b: int, cls: str) -> None:
+        if out and out[-1][2] == cls and out[-1][1] == a - 1:
+            out[-1] = (out[-1][0], b, cls)
+        else:
+            out.append((a, b, cls))
+
+    cursor = lo
+    for a, b, cls in marks:
+        if a > cursor:
+            push(cursor, a - 1, PASS)
+        push(a, b, cls)
+        cursor = b + 1
+    if cursor <= hi:
+        push(cursor, hi, PASS)
+    return out
+
+
+def entry_after_nr_load(program: tuple[Insn, ...], audit: int) -> int | None:
+    """Where program stands, for this arch, right after it loads nr (A = nr, nothing else used).
+
+    libseccomp's programs start with `ld [4]`, tests on the arch, then `ld [0]`. A stub
+    that has already loaded nr can jump straight past that prefix: the answer is the
+    same and the call costs a few instructions less. None if the prefix is anything else.
+    """
+    pc, a_is_arch = 0, False
+    for _ in range(len(program)):
+        if not 0 <= pc < len(program):
+            return None
+        insn = program[pc]
+        if insn.code == LD | W | ABS and insn.k == OFF_ARCH:
+            a_is_arch, pc = True, pc + 1
+        elif insn.code == LD | W | ABS and insn.k == OFF_NR:
+            return pc + 1
+        elif insn.code == JMP | JA:
+            pc += 1 + insn.k
+        elif a_is_arch and insn.code in (JMP | JEQ | K, JMP | JGT | K, JMP | JGE | K, JMP | JSET | K):
+            op = insn.code & 0xF0
+            taken = {JEQ: audit == insn.k, JGT: audit > insn.k, JGE: audit >= insn.k}.get(op, bool(audit & insn.k))
+            pc += 1 + (insn.jt if taken else insn.jf)
+        else:
+            return None
+    return None
+
+
+def _retarget(items: list[Item], old: str, new: str) -> list[Item]:
+    def swap(label: str) -> str:
+        return new if label == old else label
+
+    out: list[Item] = []
+    for item in items:
+        if isinstance(item, Cond):
+            item = Cond(item.code, item.k, swap(item.jt), swap(item.jf))
+        elif isinstance(item, Goto):
+            item = Goto(swap(item.target))
+        out.append(item)
+    return out
+
+
+def _tree(intervals: list[tuple[int, int, str]], fresh) -> tuple[str, list[Item]]:
+    """A balanced jge tree over sorted intervals; returns (entry label, code)."""
+    if len(intervals) == 1:
+        return intervals[0][2], []
+    mid = len(intervals) // 2
+    left_label, left = _tree(intervals[:mid], fresh)
+    right_label, right = _tree(intervals[mid:], fresh)
+    here = fresh()
+    return here, [Label(here), Cond(JMP | JGE | K, intervals[mid][0], right_label, left_label)] + left + right
+
+
+def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Patched:
+    """Prepend the stub for mode to compiled.program; check the 4096-instruction limit."""
+    enosys = {a.name: enosys_ranges(a.name, compiled.named.get(a.name, frozenset()), mode,
+                                    compiled.default_action, emulate)
+              for a in compiled.arches}
+    fresh = label_factory("L")
+
+    # One rule block per distinct list of rules; numbers with the same rules share it.
+    by_target: dict[tuple[str, int], list[PendingRule]] = {}
+    for rule in compiled.pending:
+        by_target.setdefault((rule.arch, rule.nr), []).append(rule)
+    blocks: dict[tuple, str] = {}
+    block_code: list[Item] = []
+    pending_class: dict[tuple[str, int], str] = {}
+    for (arch_name, nr), rules in by_target.items():
+        arch = BY_NAME[arch_name]
+        # Argument offsets differ by word size and byte order; plain rules do not.
+        layout = (arch.bits, arch.little_endian) if any(r.args for r in rules) else ()
+        key = (layout, tuple((r.action, r.args) for r in rules))
+        if key not in blocks:
+            blocks[key] = label = fresh()
+            block_code.append(Label(label))
+            for r in rules:
+                block_code += rule_chain(arch, rule_conditions(r.args), r.action, fresh)
+            if rules[-1].args:
+                block_code.append(ret(compiled.default_action))
+        pending_class[(arch_name, nr)] = blocks[key]
+
+    groups: dict[int, list[Arch]] = {}
+    for arch in compiled.arches:
+        groups.setdefault(arch.audit, []).append(arch)
+    sections: list[tuple[int, list[Item]]] = []
+    beyond = {PASS: 0}
+    for audit, arches in groups.items():
+        # One tree per arch; x86_64 and x32 split first on bit 30 so that the
+        # common x86_64 calls do not pay for x32's many small ranges.
+        trees = []
+        for arch in arches:
+            intervals = _intervals(arch, enosys[arch.name], pending_class)
+            if len(intervals) == 1 and intervals[0][2] == PASS:
+                continue
+            trees.append((arch, _tree(intervals, fresh)))
+        if not trees:
+            continue
+        body: list[Item] = [ld_abs(0)]
+        if len(arches) == 1:
+            entry, code = trees[0][1]
+        else:
+            parts = {arch.name: tree for arch, tree in trees}
+            low, low_code = parts.get("x86_64", (PASS, []))
+            high, high_code = parts.get("x32", (PASS, []))
+            entry = fresh()
+            code = [Label(entry), Cond(JMP | JGE | K, X32_SYSCALL_BIT, high, low)] + low_code + high_code
+        body += code if code else [Goto(entry)]
+        into_p = entry_after_nr_load(compiled.program, audit)
+        if into_p is not None:
+            label = f"P@{audit:#x}"
+            beyond[label] = into_p
+            body = _retarget(body, PASS, label)
+        sections.append((audit, body))
+    if not sections:
+        return Patched(compiled.program, 0, enosys, mode, emulate, compiled)
+
+    items: list[Item] = [ld_abs(4)]
+    labels = [fresh() for _ in sections]
+    for i, (audit, _) in enumerate(sections):
+        nxt = fresh() if i + 1 < len(sections) else PASS
+        items.append(Cond(JMP | JEQ | K, audit, labels[i], nxt))
+        if nxt != PASS:
+            items.append(Label(nxt))
+    for label, (_, body) in zip(labels, sections):
+        items += [Label(label)] + body
+    items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)] + block_code
+    stub = assemble(items, beyond)
+    total = len(stub) + len(compiled.program)
+    if total > BPF_MAXINSNS:
+        raise CompileError("linux.seccomp", f"the patched filter needs {total} instructions "
+                           f"({len(stub)} stub + {len(compiled.program)} libseccomp); "
+                           f"the kernel takes at most {BPF_MAXINSNS}")
+    return Patched(stub + compiled.program, len(stub), enosys, mode, emulate, compiled)
