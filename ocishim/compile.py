@@ -143,6 +143,9 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
     supported = libseccomp.supported_arches()
     listed = {name: i for i, name in enumerate(profile.architectures)}
     wanted = filter_arches(profile, native)
+    if host not in wanted:
+        # Before adding: libseccomp refuses arches whose byte order differs from those present.
+        flt.remove_arch(host.token)
     for arch in wanted:
         where = (profile.field_path(f"architectures[{listed[arch.oci]}]") if arch.oci in listed
                  else "native architecture")
@@ -156,8 +159,6 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
         except OSError as exc:
             raise CompileError(where, f"libseccomp cannot add {arch.oci} next to "
                                       f"{native.oci} ({libseccomp.oserror_text(exc)})") from None
-    if host not in wanted:
-        flt.remove_arch(host.token)
     return wanted
 
 
