@@ -101,14 +101,23 @@ def cmd_emu(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    from .compile import compile_profile
-    from .explain import explain
+def _patched(args):
+    from .patch import parse_kernel, parse_mode, patch_profile
 
     profile = _load(args)
-    compiled = compile_profile(profile)
-    for warning in compiled.warnings:
+    mode = parse_mode(args.enosys)
+    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
+    patched = patch_profile(profile, mode, emulate, unknown_fail=args.unknown_syscall == "fail")
+    for warning in patched.compiled.warnings:
         print(f"ocishim: warning: {warning}", file=sys.stderr)
+    return profile, patched
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain
+
+    profile, patched = _patched(args)
+    compiled = patched.compiled
     arches = compiled.arches
     if args.arch:
         wanted = _arch(args.arch)
@@ -116,17 +125,72 @@ def cmd_explain(args) -> int:
         if not arches:
             raise UsageError("--arch", f"{wanted.name} is not in this filter "
                                        f"({', '.join(a.name for a in compiled.arches)})")
-    entries = explain(profile, arches, compiled.program, None, args.syscalls)
+    entries = explain(profile, arches, compiled.program, patched.program, args.syscalls)
     if args.json:
         json.dump([e.as_json() for e in entries], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    print(f"{'arch':<8} {'nr':>10}  {'syscall':<24} action")
+    mode = str(patched.mode) + (f", emulating kernel {args.emulate_kernel}" if args.emulate_kernel else "")
+    print(f"{'arch':<8} {'nr':>10}  {'syscall':<24} {'before (libseccomp)':<22} after (--enosys {mode})")
     for e in entries:
-        print(f"{e.arch:<8} {e.nr:>10}  {e.name:<24} {e.before}")
+        mark = "" if e.before == e.after else "  *"
+        nr = f"{e.nr:#x}" if e.nr >= 0x10000 else str(e.nr)
+        print(f"{e.arch:<8} {nr:>10}  {e.name:<24} {e.before:<22} {e.after}{mark}")
         for r in e.rules:
             print(f"{'':<8} {'':>10}  {'':<24}   {r}")
     return 0
+
+
+def _write_output(data: bytes, path: str | None, binary: bool) -> None:
+    if path is None or path == "-":
+        if binary and sys.stdout.isatty():
+            raise UsageError("--format", "refusing to write a binary filter to a terminal; use -o FILE")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    tmp = f"{path}.ocishim-tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UsageError(path, f"cannot write: {exc.strerror}") from None
+
+
+def cmd_patch(args) -> int:
+    import base64
+
+    from .bpf.disasm import disassemble
+    from .bpf.insn import encode
+
+    _, patched = _patched(args)
+    if args.format == "bpf":
+        _write_output(encode(patched.program), args.output, binary=True)
+    elif args.format == "base64":
+        _write_output(base64.b64encode(encode(patched.program)) + b"\n", args.output, binary=False)
+    else:
+        _write_output(disassemble(patched.program).encode(), args.output, binary=False)
+    return 0
+
+
+def cmd_exec(args) -> int:
+    from .load import Listener, exec_filtered
+
+    if not args.command:
+        raise UsageError("CMD", "nothing to run: ocishim exec PROFILE -- CMD [ARG...]")
+    profile, patched = _patched(args)
+    listener = Listener(profile.listener_path, profile.listener_metadata or "") \
+        if profile.listener_path else None
+    flags = patched.compiled.flags
+    if listener is not None:
+        from .actions import FILTER_FLAGS
+        flags |= FILTER_FLAGS["SECCOMP_FILTER_FLAG_NEW_LISTENER"]
+    exec_filtered(patched.program, flags, args.command, rootfs=args.rootfs, listener=listener)
+    return 1  # not reached: exec_filtered raises when execve fails
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     def endian_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--endian", choices=("host", "little", "big"), default="host",
                         help="byte order of FILE (default: host, what seccomp(2) takes)")
+
+    def mode_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--enosys", metavar="MODE", default="auto",
+                        help="auto (default), unnamed, max, off or kernel:X.Y")
+        sp.add_argument("--emulate-kernel", metavar="X.Y",
+                        help="also answer ENOSYS for every syscall newer than kernel X.Y")
+        sp.add_argument("--unknown-syscall", choices=("warn", "fail"), default="warn",
+                        help="a name neither libseccomp nor the table knows: warn (default) or fail")
 
     sp = sub.add_parser("disasm", help="human-readable listing of a raw filter")
     sp.add_argument("file", metavar="FILE")
@@ -165,7 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("syscalls", metavar="SYSCALL", nargs="*", help="only these (names or numbers)")
     sp.add_argument("--arch", metavar="ARCH")
     sp.add_argument("--json", action="store_true")
+    mode_args(sp)
     sp.set_defaults(func=cmd_explain)
+
+    sp = sub.add_parser("patch", help="the patched filter, as raw BPF, base64 or a listing")
+    profile_args(sp)
+    mode_args(sp)
+    sp.add_argument("--format", choices=("bpf", "base64", "disasm"), default="bpf")
+    sp.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    sp.set_defaults(func=cmd_patch)
+
+    sp = sub.add_parser("exec", help="load the patched filter (no_new_privs) and execve CMD")
+    profile_args(sp)
+    mode_args(sp)
+    sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR first")
+    sp.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER,
+                    help="after --: the command and its arguments")
+    sp.set_defaults(func=cmd_exec)
     return p
 
 

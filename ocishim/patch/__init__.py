@@ -1,0 +1,27 @@
+"""Patch a profile's program: the ENOSYS stub of semantics.md in front of libseccomp's output."""
+
+from __future__ import annotations
+
+from ..arch import Arch
+from ..compile import Compiled, compile_profile
+from ..errors import CompileError
+from ..profile.model import Profile
+from .enosys import Mode, Version, parse_kernel, parse_mode
+from .stub import Patched, build
+
+__all__ = ["Mode", "Patched", "Version", "build", "parse_kernel", "parse_mode", "patch_profile"]
+
+
+def patch_profile(profile: Profile, mode: Mode | str = "auto", emulate: Version | None = None,
+                  native: Arch | None = None, unknown_fail: bool = False) -> Patched:
+    """Compile profile with libseccomp and prepend the stub for mode."""
+    if isinstance(mode, str):
+        mode = parse_mode(mode)
+    compiled: Compiled = compile_profile(profile, native)
+    if unknown_fail and compiled.unknown:
+        paths = {name: rule.path for rule in profile.syscalls for name in rule.names}
+        first = compiled.unknown[0]
+        raise CompileError(paths.get(first, "syscalls"),
+                           f"unknown syscall {first!r} (--unknown-syscall=fail); "
+                           f"all unknown: {', '.join(compiled.unknown)}")
+    return build(compiled, mode, emulate)
