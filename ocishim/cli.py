@@ -259,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `explain PROFILE --json read write`: names may follow the options.
+    if extra and getattr(args, "command", None) == "explain" and not any(e.startswith("-") for e in extra):
+        args.syscalls = list(args.syscalls) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except OcishimError as exc:
