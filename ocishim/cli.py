@@ -193,6 +193,39 @@ def cmd_exec(args) -> int:
     return 1  # not reached: exec_filtered raises when execve fails
 
 
+def cmd_run(args) -> int:
+    from .integrations.run import run
+    from .patch import parse_kernel, parse_mode
+
+    mode = parse_mode(args.enosys)
+    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
+    return run(args.bundle, args.runtime, args.id, mode, emulate, args.runtime_arg,
+               unknown_fail=args.unknown_syscall == "fail")
+
+
+def cmd_hook(args) -> int:
+    from .integrations.hook import main_precreate
+
+    return main_precreate()
+
+
+def cmd_install(args) -> int:
+    from .integrations.hook import install
+
+    path = install(args.dir, args.ocishim or _own_path(), args.config)
+    print(path)
+    return 0
+
+
+def _own_path() -> str:
+    import shutil
+
+    found = shutil.which("ocishim")
+    if found is None:
+        raise UsageError("--ocishim", "ocishim is not in PATH: give its absolute path")
+    return os.path.abspath(found)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocishim", description=__doc__)
     p.add_argument("--version", action="version", version=f"ocishim {__version__}")
@@ -254,6 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER,
                     help="after --: the command and its arguments")
     sp.set_defaults(func=cmd_exec)
+
+    sp = sub.add_parser("run", help="run a bundle with crun or runc under the patched filter")
+    sp.add_argument("bundle", metavar="BUNDLE")
+    sp.add_argument("--runtime", default="crun", help="crun (default), runc, or a path")
+    sp.add_argument("--id", help="container id (default: ocishim-<random>)")
+    sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
+                    help="a global flag for the runtime, e.g. --runtime-arg=--root=/run/x")
+    mode_args(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("hook", help="OCI hooks: precreate (podman, buildah)")
+    sp.add_argument("stage", choices=("precreate",))
+    sp.set_defaults(func=cmd_hook)
+
+    sp = sub.add_parser("install", help="install an integration file")
+    sp.add_argument("what", choices=("podman-hook",))
+    sp.add_argument("--dir", default="/etc/containers/oci/hooks.d",
+                    help="hooks directory (default: /etc/containers/oci/hooks.d; give podman its "
+                         "own with --hooks-dir, CRI-O does not know precreate)")
+    sp.add_argument("--ocishim", metavar="PATH", help="absolute path of ocishim (default: from PATH)")
+    sp.add_argument("--config", metavar="FILE", help="settings file for the hook (OCISHIM_CONFIG)")
+    sp.set_defaults(func=cmd_install)
     return p
 
 

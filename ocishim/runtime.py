@@ -1,8 +1,5 @@
-"""ocishim-runtime: the runc-compatible wrapper (not built yet; see issue 4)."""
+"""ocishim-runtime: the runc-compatible wrapper (see ocishim.integrations.wrapper)."""
 
-import sys
+from .integrations.wrapper import main
 
-
-def main() -> int:
-    print("ocishim-runtime: not implemented yet", file=sys.stderr)
-    return 1
+__all__ = ["main"]
