@@ -167,6 +167,8 @@ def cmd_patch(args) -> int:
     from .bpf.disasm import disassemble
     from .bpf.insn import encode
 
+    if args.format == "config":
+        return _patch_config(args)
     _, patched = _patched(args)
     if args.format == "bpf":
         _write_output(encode(patched.program), args.output, binary=True)
@@ -174,6 +176,23 @@ def cmd_patch(args) -> int:
         _write_output(base64.b64encode(encode(patched.program)) + b"\n", args.output, binary=False)
     else:
         _write_output(disassemble(patched.program).encode(), args.output, binary=False)
+    return 0
+
+
+def _patch_config(args) -> int:
+    from .integrations.config import dumps, rewrite
+    from .patch import parse_kernel, parse_mode
+    from .profile import load
+
+    loaded = load(args.profile)
+    if loaded.config is None:
+        raise UsageError(args.profile, "--format config needs a bundle or a config.json")
+    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
+    result = rewrite(loaded.config, parse_mode(args.enosys), emulate, loaded.source,
+                     args.unknown_syscall == "fail")
+    if result.config is None:
+        print("ocishim: the config has no linux.seccomp: no filter, written unchanged", file=sys.stderr)
+    _write_output(dumps(result.config or loaded.config).encode(), args.output, binary=False)
     return 0
 
 
@@ -276,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("patch", help="the patched filter, as raw BPF, base64 or a listing")
     profile_args(sp)
     mode_args(sp)
-    sp.add_argument("--format", choices=("bpf", "base64", "disasm"), default="bpf")
+    sp.add_argument("--format", choices=("bpf", "base64", "disasm", "config"), default="bpf",
+                    help="config: the whole config.json, rewritten for any runtime")
     sp.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
     sp.set_defaults(func=cmd_patch)
 
