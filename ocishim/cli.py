@@ -138,7 +138,45 @@ def cmd_explain(args) -> int:
         print(f"{e.arch:<8} {nr:>10}  {e.name:<24} {e.before:<22} {e.after}{mark}")
         for r in e.rules:
             print(f"{'':<8} {'':>10}  {'':<24}   {r}")
+    _print_runtime_notes(profile, patched)
     return 0
+
+
+def _print_runtime_notes(profile, patched) -> None:
+    """What plain runtimes and the portable JSON rewrite cannot do on this host."""
+    from . import libseccomp, syscalls
+    from .integrations.config import portable_names
+
+    version = ".".join(map(str, libseccomp.version()))
+    lacking = sorted({r.name for r in patched.compiled.pending})
+    print()
+    print(f"host libseccomp {version}")
+    if lacking:
+        print(f"  does not know {len(lacking)} name(s) the profile uses; plain runc and crun drop "
+              f"their rules, ocishim compiles them: {', '.join(lacking)}")
+    names, uncovered = portable_names(patched, set(profile.names()))
+    print(f"  runc and other runtimes (JSON rewrite): ERRNO(ENOSYS) rule for {len(names)} name(s)")
+    if uncovered:
+        # runc's own stub answers ENOSYS above the largest number its libseccomp can name.
+        runc_max = {}
+        for arch in patched.compiled.arches:
+            known = [libseccomp.resolve_name(arch, n) for n in profile.names()]
+            runc_max[arch.name] = max((nr for nr in known if nr >= 0), default=None)
+        above = [(a, nr) for a, nr in uncovered if runc_max.get(a) is not None and nr > runc_max[a]]
+        if above:
+            print("  runc's own stub answers ENOSYS above its maximum ("
+                  + ", ".join(f"{a} {m}" for a, m in runc_max.items() if m is not None)
+                  + f"): {len(above)} of these")
+        uncovered = tuple(u for u in uncovered if u not in above)
+    if uncovered:
+        by_arch: dict[str, list[str]] = {}
+        for arch, nr in uncovered:
+            by_arch.setdefault(arch, []).append(f"{syscalls.name(arch, nr)}({nr:#x})" if nr >= 0x10000
+                                                else f"{syscalls.name(arch, nr)}({nr})")
+        print("  neither the JSON rewrite nor runc's stub covers these E(A) syscalls;"
+              " only crun's BPF annotation does:")
+        for arch, items in by_arch.items():
+            print(f"    {arch}: {' '.join(items)}")
 
 
 def _write_output(data: bytes, path: str | None, binary: bool) -> None:
