@@ -1,0 +1,1 @@
+"""Integration tests: real programs, real root file systems, real runtimes."""

@@ -1,0 +1,33 @@
+"""Shared setup for the integration tests: paths, and running the ocishim CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO.parent / "shared" / "data" / "profiles"
+SYSCALLS_CSV = REPO.parent / "shared" / "data" / "syscalls" / "syscalls.csv"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture
+def profiles_dir() -> Path:
+    if not PROFILES.is_dir():
+        pytest.skip(f"{PROFILES} is not there (the shared test data)")
+    return PROFILES
+
+
+def run_ocishim(args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m ocishim ARGS` from this checkout, output captured as text."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run([sys.executable, "-m", "ocishim", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
