@@ -83,7 +83,8 @@ def assemble(items: Sequence[Item], beyond: Mapping[str, int] | None = None) -> 
             if not isinstance(item, Cond):
                 continue
             ft, ff = far.get(i, (False, False))
-            after = addr[i] + 1 + ft + ff
+            # Offsets count from the instruction after the jump, trampolines or not.
+            after = addr[i] + 1
             need_t = _target(labels, item.jt) - after > MAX_SHORT
             need_f = _target(labels, item.jf) - after > MAX_SHORT
             if (need_t and not ft) or (need_f and not ff):
@@ -102,7 +103,7 @@ def assemble(items: Sequence[Item], beyond: Mapping[str, int] | None = None) -> 
         else:
             ft, ff = far.get(i, (False, False))
             here = len(out)
-            after = here + 1 + ft + ff
+            after = here + 1
             jt = 0 if ft else _offset(labels, item.jt, after)
             jf = (1 if ft else 0) if ff else _offset(labels, item.jf, after)
             if not ft and jt > MAX_SHORT or not ff and jf > MAX_SHORT:
