@@ -224,8 +224,6 @@ def test_real_program_unfiltered(enosys_probe):
                                           "mseal": 0, "nr1000": ENOSYS, "getpgid": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="ocishim CLI bug: `exec PROFILE --enosys off -- CMD` takes "
-                   "'--enosys' as CMD (argparse.REMAINDER right after PROFILE); reported, not fixed here")
 def test_exec_options_after_profile(enosys_probe, profiles_dir, tmp_path):
     """The documented order, `ocishim exec PROFILE [--enosys MODE] ... -- CMD`, works too."""
     profile = _write(tmp_path, _docker_minus_faccessat2())

@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile_args(sp)
     mode_args(sp)
     sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR first")
-    sp.add_argument("command", metavar="CMD", nargs=argparse.REMAINDER,
+    sp.add_argument("command", metavar="CMD", nargs="*",
                     help="after --: the command and its arguments")
     sp.set_defaults(func=cmd_exec)
 
@@ -372,7 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] | None = None
+    if "exec" in argv and "--" in argv[argv.index("exec"):]:
+        # Everything after `--` is the command, options included.
+        cut = argv.index("--", argv.index("exec"))
+        argv, command = argv[:cut], argv[cut + 1:]
     args, extra = parser.parse_known_args(argv)
+    if command is not None:
+        args.command = list(args.command) + command
     # `explain PROFILE --json read write`: names may follow the options.
     if extra and getattr(args, "command", None) == "explain" and not any(e.startswith("-") for e in extra):
         args.syscalls = list(args.syscalls) + extra
