@@ -104,7 +104,7 @@ def render(table: dict[str, list[Row]], source: str, sha256: str) -> str:
 
 def _display_path(path: Path) -> str:
     # Relative to the repo, so the header does not depend on where the checkout lives.
-    return Path(os.path.relpath(path.resolve(), REPO)).as_posix()
+    return Path(os.path.relpath(os.path.abspath(path), REPO)).as_posix()
 
 
 def main(argv: list[str] | None = None) -> int:
