@@ -68,19 +68,32 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     """Run the bundle with the runtime; returns the container's exit code."""
     binary = find_runtime(runtime)
     cid = container_id or f"ocishim-{uuid.uuid4().hex[:12]}"
-    tmp = prepare_bundle(bundle, mode, emulate, unknown_fail)
     base = [binary, *runtime_args]
+    # The delete below would remove a container of that name that is not ours.
+    if container_id is not None and _exists(base, cid):
+        raise UsageError("--id", f"a container {cid!r} already exists ({binary} state {cid})")
     proc: subprocess.Popen | None = None
+    pending: list[int] = []
     previous = {}
 
     def forward(signum, _frame):
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            pending.append(signum)  # before the runtime starts: do not start it
+        elif proc.poll() is None:
             proc.send_signal(signum)
 
+    # Handlers first, so that a signal cannot end this process between creating the
+    # temporary bundle and removing it.
+    for sig in FORWARDED:
+        previous[sig] = signal.signal(sig, forward)
+    tmp: str | None = None
     try:
-        for sig in FORWARDED:
-            previous[sig] = signal.signal(sig, forward)
+        tmp = prepare_bundle(bundle, mode, emulate, unknown_fail)
+        if pending:
+            return 128 + pending[0]
         proc = subprocess.Popen(base + ["run", "--bundle", tmp, cid])
+        if pending:  # arrived while Popen ran, when proc was still None
+            proc.send_signal(pending[0])
         while True:
             try:
                 code = proc.wait()
@@ -96,7 +109,17 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
         if proc is not None:
             subprocess.run(base + ["delete", "--force", cid], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exists(base: Sequence[str], cid: str) -> bool:
+    """Whether the runtime (with its global flags) has a container of this id."""
+    try:
+        return subprocess.run([*base, "state", cid], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+    except OSError as exc:
+        raise SystemFailure(base[0], f"cannot start the runtime: {exc.strerror}") from None
 
 
 def state(runtime: str, cid: str, runtime_args: Sequence[str] = ()) -> dict | None:
