@@ -89,8 +89,12 @@ def for_container(settings: Settings, config: Mapping[str, Any]) -> Settings:
     return _apply(settings, ours, "annotations.ocishim.")
 
 
-def log(settings: Settings, level: str, message: str) -> None:
-    """Log where podman and runtimes do not drop it: syslog/journal, or a file."""
+def log(settings: Settings, level: str, message: str, stderr: bool = True) -> None:
+    """Log where podman and runtimes do not drop it: syslog/journal, or a file.
+
+    stderr=False when stderr is the container's (the wrapper's create/run): the line
+    is then dropped if neither syslog nor the file takes it.
+    """
     line = f"ocishim[{os.getpid()}]: {level}: {message}"
     if settings.log == "syslog":
         priority = {"error": 3, "warning": 4, "info": 6}.get(level, 6)
@@ -101,10 +105,12 @@ def log(settings: Settings, level: str, message: str) -> None:
             return
         except OSError:
             pass  # no syslog daemon: nowhere better to go than stderr
-        print(line, file=sys.stderr)
+        if stderr:
+            print(line, file=sys.stderr)
         return
     try:
         with open(settings.log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {line}\n")
     except OSError:
-        print(line, file=sys.stderr)
+        if stderr:
+            print(line, file=sys.stderr)

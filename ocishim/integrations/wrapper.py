@@ -27,6 +27,11 @@ VALUE_FLAGS = frozenset({"--log", "--log-format", "--root", "--criu", "--rootles
                          "--cgroup-manager", "--log-level"})
 SWITCH_FLAGS = frozenset({"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"})
 OWN_FLAG = "--ocishim-runtime"
+# Set in the real runtime's environment. Seeing it on entry means the "real runtime"
+# started ocishim-runtime again (a script around it, a copy): without this check that
+# is an endless exec loop, which argv[0] alone cannot see. Runtimes give a container
+# the config's process.env, not their own, so it never reaches a container.
+EXEC_MARK = "OCISHIM_RUNTIME_EXEC"
 PATCHED_COMMANDS = ("create", "run")
 BUNDLE_FLAGS = ("--bundle", "-b")
 
@@ -64,7 +69,7 @@ def parse(argv: Sequence[str]) -> Invocation:
                         raise UsageError(name, "needs a value")
                     out.append(arg)
                     i += 1
-                    value = args[i]
+                    value = arg = args[i]  # the value is appended below, in place of the flag
                 inv.globals[name] = value
             elif name in SWITCH_FLAGS or name.startswith("--"):
                 inv.globals[name] = value if eq else "true"
@@ -95,6 +100,9 @@ def bundle_of(inv: Invocation) -> str:
 
 def find_real_runtime(inv: Invocation, configured: str | None) -> str:
     """The runtime to exec: --ocishim-runtime, $OCISHIM_RUNTIME, the settings, then runc in PATH."""
+    if os.environ.get(EXEC_MARK):
+        raise UsageError(OWN_FLAG, f"real runtime {os.environ[EXEC_MARK]} ran ocishim-runtime "
+                                   "again: it is ocishim-runtime itself")
     me = {os.path.realpath(sys.argv[0]), os.path.realpath(__file__)}
     choice = inv.real_runtime or os.environ.get("OCISHIM_RUNTIME") or configured
     candidates = [choice] if choice else [
@@ -188,11 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         real = find_real_runtime(inv, settings.runtime)
         if inv.command in PATCHED_COMMANDS:
             done = patch_bundle(bundle_of(inv), settings)
-            log(settings, "info", f"{inv.command}: {done}")
+            log(settings, "info", f"{inv.command}: {done}", stderr=False)
     except OcishimError as exc:
         report(inv, str(exc))
         return 1
     try:
+        os.environ[EXEC_MARK] = real
         os.execv(real, [real] + inv.argv)
     except OSError as exc:
         report(inv, f"cannot exec {real}: {exc.strerror}")
