@@ -33,7 +33,7 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
         settings = for_container(settings, config)
         result = rewrite(config, settings.mode, settings.emulate, "stdin", settings.unknown_fail)
     except OcishimError as exc:
-        log(settings, "error", f"precreate: {exc}; the container is not created")
+        log(settings, "error", f"precreate: {exc}; the container is not created", stderr=False)
         print(f"ocishim: {exc}", file=sys.stderr)
         return exc.exit_code
     if result.config is None:
@@ -73,6 +73,6 @@ def main_precreate() -> int:
         settings = load_settings()
     except OcishimError as exc:
         print(f"ocishim: {exc}", file=sys.stderr)
-        log(Settings(), "error", f"precreate: {exc}")
+        log(Settings(), "error", f"precreate: {exc}", stderr=False)
         return exc.exit_code
     return precreate(sys.stdin, sys.stdout, settings)
