@@ -132,6 +132,15 @@ def _tree(intervals: list[tuple[int, int, str]], fresh) -> tuple[str, list[Item]
     return here, [Label(here), Cond(JMP | JGE | K, intervals[mid][0], right_label, left_label)] + left + right
 
 
+def _check_size(stub: int, program: int) -> None:
+    """Rule 6: the kernel takes at most BPF_MAXINSNS instructions, stub and program together."""
+    total = stub + program
+    if total > BPF_MAXINSNS:
+        raise CompileError("linux.seccomp", f"the filter needs {total} instructions "
+                           f"({stub} stub + {program} libseccomp); "
+                           f"the kernel takes at most {BPF_MAXINSNS}")
+
+
 def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Patched:
     """Prepend the stub for mode to compiled.program; check the 4096-instruction limit."""
     enosys = {a.name: enosys_ranges(a.name, compiled.named.get(a.name, frozenset()), mode,
@@ -193,6 +202,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
             body = _retarget(body, PASS, label)
         sections.append((audit, body))
     if not sections:
+        _check_size(0, len(compiled.program))
         return Patched(compiled.program, 0, enosys, mode, emulate, compiled)
 
     items: list[Item] = [ld_abs(4)]
@@ -206,9 +216,5 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
         items += [Label(label)] + body
     items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)] + block_code
     stub = assemble(items, beyond)
-    total = len(stub) + len(compiled.program)
-    if total > BPF_MAXINSNS:
-        raise CompileError("linux.seccomp", f"the patched filter needs {total} instructions "
-                           f"({len(stub)} stub + {len(compiled.program)} libseccomp); "
-                           f"the kernel takes at most {BPF_MAXINSNS}")
+    _check_size(len(stub), len(compiled.program))
     return Patched(stub + compiled.program, len(stub), enosys, mode, emulate, compiled)
