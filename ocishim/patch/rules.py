@@ -6,7 +6,8 @@ libseccomp knows):
 - on a 64-bit arch an argument is compared as (hi, lo), most significant word first;
   LT and LE are the negations of GE and GT;
 - on a 32-bit arch (x86, arm, x32, mips o32/n32, ppc, s390) only the low word is
-  compared, against the low 32 bits of the rule's value.
+  compared, against the low 32 bits of the rule's value;
+- MASKED_EQ compares (arg & value) with (valueTwo & value): the datum is masked too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def condition(arch: Arch, cond: ArgCond, ok: str, fail: str, fresh) -> list[Item
     """Code that goes to `ok` when the argument satisfies cond, else to `fail`."""
     lo_off, hi_off = arg_offsets(arch, cond.index)
     v_lo, v_hi = cond.value & _MASK32, cond.value >> 32
-    w_lo, w_hi = cond.value_two & _MASK32, (cond.value_two >> 32) & _MASK32
+    # libseccomp masks the datum too: MASKED_EQ is (arg & mask) == (valueTwo & mask).
+    want = cond.value_two & cond.value
+    w_lo, w_hi = want & _MASK32, (want >> 32) & _MASK32
     masked = cond.op == "SCMP_CMP_MASKED_EQ"
     if arch.bits == 32:
         if masked:
