@@ -30,6 +30,10 @@ MULTIPLEXED = frozenset(
     "shmget shmctl".split()
 )
 
+# libseccomp takes ERRNO data up to 4094; the kernel would clamp larger values to 4095.
+_LIBSECCOMP_MAX_ERRNO = 4094
+_ERRNO_4095 = "4095 is refused by libseccomp (it takes 0..4094)"
+
 # SCMP_FLTATR_CTL_OPTIMIZE = 2: a binary tree of syscalls per arch (libseccomp >= 2.5).
 _OPTIMIZE_BINARY_TREE = 2
 
@@ -82,6 +86,8 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
     native = native or host
     default = action_value(profile.default_action, profile.default_errno_ret)
     pyseccomp.get_api()  # makes libseccomp probe the kernel for the actions it may use
+    if profile.default_errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
+        raise CompileError(profile.field_path("defaultErrnoRet"), _ERRNO_4095)
     try:
         flt = pyseccomp.SyscallFilter(default)
     except OSError as exc:
@@ -163,6 +169,8 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
 
 
 def _add_rule(flt: pyseccomp.SyscallFilter, value: int, nr: int, rule: Rule, where: str) -> None:
+    if rule.errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
+        raise CompileError(f"{rule.path}.errnoRet", _ERRNO_4095)
     for conds in rule_conditions(rule.args):
         args = [pyseccomp.Arg(c.index, OPERATORS[c.op], c.value, c.value_two) for c in conds]
         try:
