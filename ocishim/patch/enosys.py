@@ -78,12 +78,17 @@ def _max_named(arch: str, named: Iterable[int]) -> int | None:
 
 
 def in_enosys(arch: str, nr: int, named: frozenset[int], mode: Mode,
-              emulate: Version | None, baseline: Version | None, maximum: int | None) -> bool:
-    """Whether nr is in E(A) (one number; `enosys_ranges` is the fast form)."""
+              emulate: Version | None, baseline: Version | None, maximum: int | None,
+              mode_applies: bool = True) -> bool:
+    """Whether nr is in E(A) (one number; `enosys_ranges` is the fast form).
+
+    `mode_applies` is False when rule 2 takes the mode's own set away (a default that
+    lets calls through): then only --emulate-kernel adds numbers.
+    """
     since = syscalls.since(arch, nr)
     if emulate is not None and (since is None or since > emulate):
         return True
-    if nr in named or mode.kind == "off":
+    if nr in named or mode.kind == "off" or not mode_applies:
         return False
     if arch in ("s390", "s390x") and nr == 0:
         return True  # unknown multiplexed syscalls arrive as nr 0
@@ -131,7 +136,7 @@ def enosys_ranges(arch: str, named: frozenset[int], mode: Mode, default_action: 
         else:
             ranges.append([a, b])
 
-    args = (named, mode, emulate, baseline, maximum)
+    args = (named, mode, emulate, baseline, maximum, stub_applies(default_action, None))
     for i, p in enumerate(points):
         if in_enosys(arch, p, *args):
             add(p, p)

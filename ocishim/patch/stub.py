@@ -54,8 +54,12 @@ class Patched:
 
 
 def _intervals(arch: Arch, ranges: tuple[tuple[int, int], ...],
-               pending_class: Mapping[tuple[str, int], str]) -> list[tuple[int, int, str]]:
-    """Cover domain(arch) with ranges, each going to ENOSYS, a rule block or P."""
+               pending_class: Mapping[tuple[str, int], str], whole: bool) -> list[tuple[int, int, str]]:
+    """Cover domain(arch) with ranges, each going to ENOSYS, a rule block or P.
+
+    With `whole`, cover all of [0, 2^32): numbers outside the domain (x32 numbers on an
+    x86_64-only filter) belong to no arch of the filter and go to P untouched.
+    """
     lo, hi = domain(arch.name)
     marks = [(a, b, ENOSYS_LEAF) for a, b in ranges]
     marks += [(nr, nr, cls) for (name, nr), cls in pending_class.items()
@@ -69,14 +73,17 @@ def _intervals(arch: Arch, ranges: tuple[tuple[int, int], ...],
         else:
             out.append((a, b, cls))
 
-    cursor = lo
+    cursor = 0 if whole else lo
+    if whole and lo > 0:
+        push(0, lo - 1, PASS)
     for a, b, cls in marks:
         if a > cursor:
             push(cursor, a - 1, PASS)
         push(a, b, cls)
         cursor = b + 1
-    if cursor <= hi:
-        push(cursor, hi, PASS)
+    end = 0xFFFFFFFF if whole else hi
+    if cursor <= end:
+        push(cursor, end, PASS)
     return out
 
 
@@ -179,7 +186,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
         # common x86_64 calls do not pay for x32's many small ranges.
         trees = []
         for arch in arches:
-            intervals = _intervals(arch, enosys[arch.name], pending_class)
+            intervals = _intervals(arch, enosys[arch.name], pending_class, whole=len(arches) == 1)
             if len(intervals) == 1 and intervals[0][2] == PASS:
                 continue
             trees.append((arch, _tree(intervals, fresh)))
