@@ -18,6 +18,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def shared_table_x86_64() -> dict[str, tuple[tuple[int, int], int]]:
+    """name -> (since, nr) on x86_64, read from the shared table, not from ocishim:
+    the tests' expectations must not come from the code under test."""
+    import csv
+
+    out = {}
+    with open(SYSCALLS_CSV, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["arch"] == "x86_64":
+                major, minor = row["since"].split(".")
+                out[row["name"]] = ((int(major), int(minor)), int(row["nr"]))
+    return out
+
+
 @pytest.fixture
 def profiles_dir() -> Path:
     if not PROFILES.is_dir():

@@ -12,7 +12,6 @@ Errno values are x86_64 Linux: EPERM 1, ENOENT 2, EINVAL 22, ENOSYS 38.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import platform
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from . import probes, rootfs
-from .conftest import PROFILES, SYSCALLS_CSV, run_ocishim
+from .conftest import PROFILES, run_ocishim, shared_table_x86_64
 
 EPERM, ENOENT, ENOSYS = 1, 2, 38
 
@@ -57,17 +56,6 @@ def spawn_probe() -> Path:
 
 # --- the data the expectations come from -------------------------------------------
 
-def _table_x86_64() -> dict[str, tuple[Version, int]]:
-    """name -> (since, nr) on x86_64, read from the shared table, not from ocishim."""
-    out = {}
-    with open(SYSCALLS_CSV, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["arch"] == "x86_64":
-                major, minor = row["since"].split(".")
-                out[row["name"]] = ((int(major), int(minor)), int(row["nr"]))
-    return out
-
-
 def _newest_named(profile: dict) -> tuple[Version, Version]:
     """(lower, upper) bound of baseline(x86_64) = the newest since() among named names.
 
@@ -75,7 +63,7 @@ def _newest_named(profile: dict) -> tuple[Version, Version]:
     minKernel): the lower bound counts only unconditional rules, the upper bound every
     rule. When the two agree, the baseline does not depend on how they are resolved.
     """
-    table = _table_x86_64()
+    table = shared_table_x86_64()
 
     def newest(rules: list[dict]) -> Version:
         return max(table[n][0] for r in rules for n in _names(r) if n in table)
@@ -89,7 +77,7 @@ def _names(rule: dict) -> list[str]:
 
 
 def _since(name: str) -> Version:
-    return _table_x86_64()[name][0]
+    return shared_table_x86_64()[name][0]
 
 
 def _load_profile(name: str) -> dict:
@@ -155,7 +143,7 @@ def test_premises_docker_default_minus_faccessat2(profiles_dir):
     # profile itself; with it, ALLOW. Either way the probe's clone3(NULL, 0) cannot clone.
     assert any(r["action"] == "SCMP_ACT_ERRNO" and r.get("errnoRet") == ENOSYS
                and r.get("excludes", {}).get("caps") == ["CAP_SYS_ADMIN"] for r in clone3_rules)
-    assert max(nr for _, nr in _table_x86_64().values()) < 1000  # 1000 is unknown(x86_64)
+    assert max(nr for _, nr in shared_table_x86_64().values()) < 1000  # 1000 is unknown(x86_64)
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO" and profile["defaultErrnoRet"] == EPERM
 
 

@@ -18,7 +18,6 @@ test_containerd.py and test_wrapper.py import ProbeContract and the profile from
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
 import functools
@@ -40,7 +39,7 @@ import pytest
 
 from . import probes, rootfs
 from .bundles import REPO, busybox_rootfs, docker_profile, missing_runtime
-from .conftest import SYSCALLS_CSV
+from .conftest import shared_table_x86_64
 
 EPERM, ENOENT, EINVAL, ENOSYS = 1, 2, 22, 38
 
@@ -70,17 +69,6 @@ def probe_profile() -> dict[str, Any]:
     return profile
 
 
-def _table_x86_64() -> dict[str, tuple[Version, int]]:
-    """name -> (since, nr) on x86_64 from the shared table (not from ocishim)."""
-    out = {}
-    with open(SYSCALLS_CSV, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["arch"] == "x86_64":
-                major, minor = row["since"].split(".")
-                out[row["name"]] = ((int(major), int(minor)), int(row["nr"]))
-    return out
-
-
 @functools.cache
 def _libseccomp() -> ctypes.CDLL:
     lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
@@ -108,7 +96,7 @@ class ProbeContract:
 
     @cached_property
     def table(self) -> dict[str, tuple[Version, int]]:
-        return _table_x86_64()
+        return shared_table_x86_64()
 
     @cached_property
     def named(self) -> frozenset[str]:

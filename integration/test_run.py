@@ -17,7 +17,6 @@ Errno values are x86_64 Linux: EPERM 1, ENOENT 2, ENOSYS 38.
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
 import hashlib
@@ -37,7 +36,7 @@ from typing import Any, Sequence
 import pytest
 
 from . import bundles, probes, rootfs
-from .conftest import PROFILES, REPO, SYSCALLS_CSV, run_ocishim
+from .conftest import PROFILES, REPO, SYSCALLS_CSV, run_ocishim, shared_table_x86_64
 
 EPERM, ENOENT, ENOSYS = 1, 2, 38
 
@@ -50,18 +49,7 @@ TIMEOUT = 60  # per runtime command; a container of these tests runs for well un
 
 # --- the data the expectations come from -------------------------------------------
 
-def _table() -> dict[str, tuple[Version, int]]:
-    """name -> (since, nr) on x86_64, read from the shared table."""
-    out = {}
-    with open(SYSCALLS_CSV, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["arch"] == "x86_64":
-                major, minor = row["since"].split(".")
-                out[row["name"]] = ((int(major), int(minor)), int(row["nr"]))
-    return out
-
-
-TABLE = _table() if SYSCALLS_CSV.exists() else {}
+TABLE = shared_table_x86_64() if SYSCALLS_CSV.exists() else {}
 
 
 def _named(seccomp: dict) -> set[str]:
