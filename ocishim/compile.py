@@ -17,7 +17,7 @@ import pyseccomp
 from . import libseccomp, syscalls
 from .actions import OPERATORS, action_value, flags_value
 from .arch import BY_OCI, Arch, order
-from .bpf.insn import Insn, decode
+from .bpf.insn import RET, K, Insn, decode
 from .errors import CompileError
 from .profile.model import ArgCond, Profile, Rule
 
@@ -86,7 +86,7 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
     native = native or host
     default = action_value(profile.default_action, profile.default_errno_ret)
     pyseccomp.get_api()  # makes libseccomp probe the kernel for the actions it may use
-    if profile.default_errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
+    if profile.default_action == "SCMP_ACT_ERRNO" and profile.default_errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
         raise CompileError(profile.field_path("defaultErrnoRet"), _ERRNO_4095)
     try:
         flt = pyseccomp.SyscallFilter(default)
@@ -109,6 +109,7 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
             for arch_name, nr in table_nrs.items():
                 if nr is not None:
                     named[arch_name].add(nr)
+
             known_by_table = any(syscalls.resolve(a, name) is not None for a in syscalls.arches())
             if not known_by_table and not any(libseccomp.knows(a, name) for a in arches):
                 unknown.setdefault(name, None)
@@ -125,11 +126,14 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
                 # libseccomp takes the host's number and translates it by name per arch.
                 _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
     program = _export(flt, "little" if native.little_endian else "big")
+    bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH)
+    _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
+                                                    for r in profile.syscalls})
     return Compiled(
         program=program,
         arches=arches,
         default_action=default,
-        bad_arch_action=flt.get_attr(pyseccomp.Attr.ACT_BADARCH),
+        bad_arch_action=bad_arch,
         flags=flags_value(profile.flags),
         named={k: frozenset(v) for k, v in named.items()},
         pending=tuple(pending),
@@ -138,6 +142,18 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
                        f"{'.'.join(map(str, libseccomp.version()))}; its rules are ignored"
                        for n in unknown),
     )
+
+
+def _check_returns(program: tuple[Insn, ...], expected: set[int]) -> None:
+    """Fail closed on a program that returns something no rule asks for.
+
+    libseccomp 2.5.4 byte-swaps some return values of long big-endian programs built
+    on a little-endian host; such a filter must not be used.
+    """
+    for pc, insn in enumerate(program):
+        if insn.code == RET | K and insn.k not in expected:
+            raise CompileError("linux.seccomp", f"libseccomp produced a corrupt program: "
+                               f"instruction {pc} returns {insn.k:#010x}, which no rule asks for")
 
 
 def _libseccomp_handles(arch: Arch, name: str) -> bool:
@@ -152,7 +168,9 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
     if host not in wanted:
         # Before adding: libseccomp refuses arches whose byte order differs from those present.
         flt.remove_arch(host.token)
-    for arch in wanted:
+    present: list[Arch] = [host] if host in wanted else []
+    # The native arch first, so that a listed arch that cannot join it is the one named.
+    for arch in [native] + [a for a in wanted if a != native]:
         where = (profile.field_path(f"architectures[{listed[arch.oci]}]") if arch.oci in listed
                  else "native architecture")
         if arch not in supported:
@@ -163,13 +181,15 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
         try:
             flt.add_arch(arch.token)
         except OSError as exc:
-            raise CompileError(where, f"libseccomp cannot add {arch.oci} next to "
-                                      f"{native.oci} ({libseccomp.oserror_text(exc)})") from None
+            others = ", ".join(a.oci for a in present) or "an empty filter"
+            raise CompileError(where, f"libseccomp cannot add {arch.oci} to a filter for "
+                                      f"{others} ({libseccomp.oserror_text(exc)})") from None
+        present.append(arch)
     return wanted
 
 
 def _add_rule(flt: pyseccomp.SyscallFilter, value: int, nr: int, rule: Rule, where: str) -> None:
-    if rule.errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
+    if rule.action == "SCMP_ACT_ERRNO" and rule.errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
         raise CompileError(f"{rule.path}.errnoRet", _ERRNO_4095)
     for conds in rule_conditions(rule.args):
         args = [pyseccomp.Arg(c.index, OPERATORS[c.op], c.value, c.value_two) for c in conds]

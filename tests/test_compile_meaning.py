@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import reject, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ocishim import libseccomp, syscalls
@@ -38,8 +38,20 @@ from ocishim.actions import describe
 from ocishim.arch import BY_NAME
 from ocishim.bpf.emu import run
 from ocishim.bpf.insn import Insn
+from ocishim.errors import CompileError
 from ocishim.compile import compile_profile
 from ocishim.profile.model import ArgCond, Profile, Rule
+
+def compile_or_reject(profile, native):
+    """compile_profile, dropping the example when libseccomp 2.5.4 garbles a big-endian
+    program built on this little-endian host (ocishim refuses it: a separate test)."""
+    try:
+        return compile_profile(profile, native)
+    except CompileError as exc:
+        if "corrupt program" not in str(exc):
+            raise
+        reject()
+
 
 U32 = 2**32 - 1
 U64 = 2**64 - 1
@@ -443,7 +455,7 @@ SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
 def compile_and_check(case: Case) -> None:
-    compiled = compile_profile(case.profile, native=BY_NAME[case.native])
+    compiled = compile_or_reject(case.profile, BY_NAME[case.native])
     assert [a.name for a in compiled.arches] == list(case.arches)
     check(compiled.program, case)
 
