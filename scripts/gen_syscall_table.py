@@ -92,13 +92,22 @@ def render(table: dict[str, list[Row]], source: str, sha256: str) -> str:
         "",
         "TABLE: dict[str, tuple[tuple[str, int, int, int, tuple[int, int] | None], ...]] = {",
     ]
+    twins: list[str] = []
+    first_with: dict[tuple, str] = {}
     for arch, rows in table.items():
+        key = tuple(rows)
+        if key in first_with:
+            # Endian twins (ppc64le/ppc64, mipsel/mips, ...) have one table: name it once.
+            twins.append(f'TABLE["{arch}"] = TABLE["{first_with[key]}"]')
+            continue
+        first_with[key] = arch
         out.append(f'    "{arch}": (')
         for name, nr, major, minor, until in rows:
             until_text = "None" if until is None else f"({until[0]}, {until[1]})"
             out.append(f'        ("{name}", {nr}, {major}, {minor}, {until_text}),')
         out.append("    ),")
     out.append("}")
+    out += twins
     return "\n".join(out) + "\n"
 
 
