@@ -9,7 +9,7 @@ PROFILES := $(SHARED)/data/profiles
 
 # What the tests and the demo run: the real runtimes, a compiler for the probe
 # programs, and the tools that build test root file systems.
-DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd \
+DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd strace \
         busybox-static debootstrap
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -297,3 +297,27 @@ def test_newer_userland_bash_test_x(case, trixie, profiles_dir, tmp_path):
     lines = _exec(_write(tmp_path, profile), ["--rootfs", str(trixie), *flags],
                   ["/bin/bash", "-c", BASH_TEST_X])
     assert lines == [expected], f"{case}: got {lines}"
+
+
+def test_no_syscall_between_loading_and_execve(profiles_dir, tmp_path):
+    """After seccomp(2) the next syscall of the process is execve: nothing the filter
+    could refuse happens between them (strace -f, all syscalls)."""
+    import shutil
+    import sys
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace not found (make test installs it)")
+    log = tmp_path / "strace.log"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run(["strace", "-f", "-o", str(log), sys.executable, "-m", "ocishim", "exec",
+                    str(profiles_dir / "docker-default.json"), "--", "/bin/true"],
+                   check=True, env=env, capture_output=True, timeout=120)
+    lines = log.read_text().splitlines()
+    # libseccomp probes the kernel with NULL programs first; the load carries {len=N, ...}.
+    load = [i for i, line in enumerate(lines)
+            if "seccomp(SECCOMP_SET_MODE_FILTER" in line and "{len=" in line]
+    assert len(load) == 1, [lines[i] for i in load]
+    pid = lines[load[0]].split()[0]
+    after = [line for line in lines[load[0] + 1:] if line.split()[0] == pid]
+    assert lines[load[0]].rstrip().endswith("= 0")
+    assert after[0].split(None, 1)[1].startswith('execve("/bin/true"'), after[:3]

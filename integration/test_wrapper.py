@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 import pytest
 
 from . import probes
+from . import rootfs as rootfs_mod
 from .bundles import REPO, busybox_rootfs, docker_profile, missing_runtime, spec
 from .conftest import run_ocishim
 from .test_podman import ENOSYS, EPERM, ProbeContract, answers, ocishim_executable, probe_profile
@@ -231,6 +232,31 @@ def test_run_gives_the_container_the_rewritten_filter(wrapper, env, rootfs, stat
     got = answers(proc.stdout)
     assert got == ProbeContract(probe_profile()).runc("unnamed")
     assert got["faccessat2"] == ENOSYS != EPERM
+
+
+def test_trixie_bash_through_the_wrapper(wrapper, runc, env, state_root, tmp_path):
+    """Debian trixie's bash `[ -x /bin/ls ]` (glibc 2.41 tries faccessat2 first) under an
+    EPERM profile lacking faccessat2: false under plain runc, true through the wrapper
+    when the mode puts faccessat2 in E(A). (`auto` keeps EPERM for this profile: it
+    names 6.13 syscalls, and faccessat2 is 5.8; see integration/test_run.py.)"""
+    try:
+        trixie = rootfs_mod.debootstrap_rootfs("trixie")
+    except rootfs_mod.RootfsUnavailable as exc:
+        pytest.skip(str(exc))
+    cmd = ["/bin/bash", "-c", "[ -x /bin/ls ] && echo yes || echo no"]
+    seccomp = docker_profile(minus=["faccessat2"])
+    plain = tmp_path / "plain"
+    spec(plain, trixie, cmd, seccomp)
+    proc = subprocess.run([runc, "--root", str(state_root), "run", "--bundle", str(plain),
+                           f"ocishim-w-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.stdout == "no\n", proc.stderr
+    for mode in ("unnamed", "kernel:5.4"):
+        bundle = tmp_path / mode.replace(":", "-")
+        _bundle(bundle, trixie, cmd, seccomp, {"ocishim.enosys": mode})
+        proc = _wrap(wrapper, ["--root", str(state_root), "run", "--bundle", str(bundle),
+                               f"ocishim-w-{uuid.uuid4().hex[:8]}"], env)
+        assert (proc.returncode, proc.stdout) == (0, "yes\n"), (mode, proc.stderr)
 
 
 def test_config_without_seccomp_is_left_alone(wrapper, env, rootfs, state_root, tmp_path):
