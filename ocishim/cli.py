@@ -186,16 +186,11 @@ def _write_output(data: bytes, path: str | None, binary: bool) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    tmp = f"{path}.ocishim-tmp-{os.getpid()}"
+    from .files import write_atomically
+
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomically(path, data)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise UsageError(path, f"cannot write: {exc.strerror}") from None
 
 

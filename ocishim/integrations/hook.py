@@ -12,7 +12,8 @@ import os
 import sys
 from typing import IO
 
-from ..errors import OcishimError, ProfileError
+from ..errors import OcishimError, ProfileError, SystemFailure
+from ..files import write_atomically
 from .config import dumps, rewrite
 from .settings import Settings, for_container, load_settings, log
 
@@ -58,13 +59,13 @@ def hooks_d_entry(ocishim_path: str, config_path: str | None = None) -> dict:
 
 def install(directory: str, ocishim_path: str, config_path: str | None = None) -> str:
     """Write the hooks.d file into directory (atomically); returns its path."""
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, HOOKS_D_NAME)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(hooks_d_entry(ocishim_path, config_path), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(hooks_d_entry(ocishim_path, config_path), indent=2) + "\n"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        write_atomically(path, text.encode())
+    except OSError as exc:
+        raise SystemFailure(directory, f"cannot install the hook: {exc.strerror}") from None
     return path
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import OcishimError, SystemFailure, UsageError
+from ..files import write_atomically
 from .config import dumps, rewrite
 from .settings import for_container, load_settings, log
 
@@ -122,34 +123,6 @@ def find_real_runtime(inv: Invocation, configured: str | None) -> str:
                                "settings, or pass --ocishim-runtime PATH")
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Replace path with text: a crash leaves the old file or the new one, never a mix."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.ocishim-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise SystemFailure(path, f"cannot rewrite: {exc.strerror}") from None
-
-
 def patch_bundle(bundle: str, settings) -> str:
     """Rewrite bundle/config.json in place; returns what was done, for the log."""
     path = os.path.join(bundle, "config.json")
@@ -164,7 +137,10 @@ def patch_bundle(bundle: str, settings) -> str:
     result = rewrite(config, settings.mode, settings.emulate, path, settings.unknown_fail)
     if result.config is None:
         return "no linux.seccomp: no filter, config left unchanged"
-    write_atomically(path, dumps(result.config))
+    try:
+        write_atomically(path, dumps(result.config).encode())
+    except OSError as exc:
+        raise SystemFailure(path, f"cannot rewrite: {exc.strerror}") from None
     return f"patched {path} (--enosys {settings.mode}), {len(result.patched.program)} instructions"
 
 
