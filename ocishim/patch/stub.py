@@ -114,27 +114,17 @@ def entry_after_nr_load(program: tuple[Insn, ...], audit: int) -> int | None:
     return None
 
 
-def _retarget(items: list[Item], old: str, new: str) -> list[Item]:
-    def swap(label: str) -> str:
-        return new if label == old else label
+def _tree(intervals: list[tuple[int, int, str]], fresh, into_p: str) -> tuple[str, list[Item]]:
+    """A balanced jge tree over sorted intervals; returns (entry label, code).
 
-    out: list[Item] = []
-    for item in items:
-        if isinstance(item, Cond):
-            item = Cond(item.code, item.k, swap(item.jt), swap(item.jf))
-        elif isinstance(item, Goto):
-            item = Goto(swap(item.target))
-        out.append(item)
-    return out
-
-
-def _tree(intervals: list[tuple[int, int, str]], fresh) -> tuple[str, list[Item]]:
-    """A balanced jge tree over sorted intervals; returns (entry label, code)."""
+    A range's class is the label its leaf jumps to; PASS leaves jump to `into_p`.
+    """
     if len(intervals) == 1:
-        return intervals[0][2], []
+        cls = intervals[0][2]
+        return (into_p if cls == PASS else cls), []
     mid = len(intervals) // 2
-    left_label, left = _tree(intervals[:mid], fresh)
-    right_label, right = _tree(intervals[mid:], fresh)
+    left_label, left = _tree(intervals[:mid], fresh, into_p)
+    right_label, right = _tree(intervals[mid:], fresh, into_p)
     here = fresh()
     return here, [Label(here), Cond(JMP | JGE | K, intervals[mid][0], right_label, left_label)] + left + right
 
@@ -182,6 +172,12 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
     sections: list[tuple[int, list[Item]]] = []
     beyond = {PASS: 0}
     for audit, arches in groups.items():
+        # Calls that go on to P skip P's own arch test and nr load when it has them.
+        into_p = PASS
+        entry_in_p = entry_after_nr_load(compiled.program, audit)
+        if entry_in_p is not None:
+            into_p = f"P@{audit:#x}"
+            beyond[into_p] = entry_in_p
         # One tree per arch; x86_64 and x32 split first on bit 30 so that the
         # common x86_64 calls do not pay for x32's many small ranges.
         trees = []
@@ -189,7 +185,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
             intervals = _intervals(arch, enosys[arch.name], pending_class, whole=len(arches) == 1)
             if len(intervals) == 1 and intervals[0][2] == PASS:
                 continue
-            trees.append((arch, _tree(intervals, fresh)))
+            trees.append((arch, _tree(intervals, fresh, into_p)))
         if not trees:
             continue
         body: list[Item] = [ld_abs(0)]
@@ -197,16 +193,11 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
             entry, code = trees[0][1]
         else:
             parts = {arch.name: tree for arch, tree in trees}
-            low, low_code = parts.get("x86_64", (PASS, []))
-            high, high_code = parts.get("x32", (PASS, []))
+            low, low_code = parts.get("x86_64", (into_p, []))
+            high, high_code = parts.get("x32", (into_p, []))
             entry = fresh()
             code = [Label(entry), Cond(JMP | JGE | K, X32_SYSCALL_BIT, high, low)] + low_code + high_code
         body += code if code else [Goto(entry)]
-        into_p = entry_after_nr_load(compiled.program, audit)
-        if into_p is not None:
-            label = f"P@{audit:#x}"
-            beyond[label] = into_p
-            body = _retarget(body, PASS, label)
         sections.append((audit, body))
     if not sections:
         _check_size(0, len(compiled.program))
