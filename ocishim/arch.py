@@ -86,13 +86,6 @@ def order(arches) -> tuple[Arch, ...]:
     return tuple(a for a in ARCHES if a.name in wanted)
 
 
-def host() -> Arch:
-    """The arch of this machine, as libseccomp sees it."""
-    import pyseccomp
-
-    return BY_TOKEN[pyseccomp.system_arch()]
-
-
 def arch_of_nr(audit: int, nr: int) -> Arch | None:
     """Which arch a (seccomp_data.arch, nr) pair belongs to."""
     candidates = BY_AUDIT.get(audit, ())

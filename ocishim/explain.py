@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import syscalls
-from .actions import describe
+from .actions import action_value, describe
 from .arch import Arch
 from .bpf import emu
 from .bpf.insn import Insn
@@ -43,8 +43,6 @@ def condition_text(c: ArgCond) -> str:
 
 def rule_text(rule: Rule) -> str:
     """A rule in one line: `ALLOW if args[0] < 0x26 (syscalls[12])`."""
-    from .actions import action_value
-
     action = describe(action_value(rule.action, rule.errno_ret))
     conds = " && ".join(condition_text(c) for c in rule.args)
     where = f" ({rule.path})" if rule.path else ""

@@ -9,7 +9,6 @@ is the container's.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -120,10 +119,3 @@ def _exists(base: Sequence[str], cid: str) -> bool:
                               stderr=subprocess.DEVNULL).returncode == 0
     except OSError as exc:
         raise SystemFailure(base[0], f"cannot start the runtime: {exc.strerror}") from None
-
-
-def state(runtime: str, cid: str, runtime_args: Sequence[str] = ()) -> dict | None:
-    """The runtime's state for a container, or None when it does not exist."""
-    p = subprocess.run([find_runtime(runtime), *runtime_args, "state", cid],
-                       capture_output=True, text=True)
-    return json.loads(p.stdout) if p.returncode == 0 else None

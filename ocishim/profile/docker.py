@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import libseccomp
 from ..arch import BY_NAME, BY_OCI, Arch
-from ..arch import host as _host_arch
 from ..errors import ProfileError, SystemFailure, UsageError
 from .model import Profile, Rule
 from .parse import (
@@ -122,7 +122,7 @@ def docker_arch_name(arch: Arch) -> str:
 def short_arch(arch: str | None) -> str:
     """The Docker short arch name for `arch`: a short name, an Arch name or SCMP_ARCH_*; None is the host."""
     if arch is None:
-        return docker_arch_name(_host_arch())
+        return docker_arch_name(libseccomp.native())
     if arch in DOCKER_ARCH_NAMES.values():
         return arch
     if arch in BY_NAME:

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ocishim.arch import ARCHES, BY_NAME, host
+from ocishim.arch import ARCHES, BY_NAME
+from ocishim.libseccomp import native as host
 from ocishim.errors import ProfileError, UsageError
 from ocishim.profile import loads
 from ocishim.profile import docker
