@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="byte order of FILE (default: host, what seccomp(2) takes)")
 
     def mode_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--enosys", metavar="MODE", default="auto",
-                        help="auto (default), unnamed, max, off or kernel:X.Y")
+        sp.add_argument("--enosys", metavar="MODE", default="unnamed",
+                        help="unnamed (default), auto, max, off or kernel:X.Y")
         sp.add_argument("--emulate-kernel", metavar="X.Y",
                         help="also answer ENOSYS for every syscall newer than kernel X.Y")
         sp.add_argument("--unknown-syscall", choices=("warn", "fail"), default="warn",

@@ -62,7 +62,7 @@ def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
 
 
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
-        mode: Mode = Mode("auto"), emulate: Version | None = None,
+        mode: Mode = Mode("unnamed"), emulate: Version | None = None,
         runtime_args: Sequence[str] = (), unknown_fail: bool = False) -> int:
     """Run the bundle with the runtime; returns the container's exit code."""
     binary = find_runtime(runtime)

@@ -1,7 +1,7 @@
 """Settings for the hook and the runtime wrapper: a system file, then per-container annotations.
 
 /etc/ocishim/config.json (or $OCISHIM_CONFIG), every key optional:
-    {"enosys": "auto", "emulate-kernel": "5.10", "unknown-syscall": "warn",
+    {"enosys": "unnamed", "emulate-kernel": "5.10", "unknown-syscall": "warn",
      "log": "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc"}
 Annotations override the mode per container: ocishim.enosys, ocishim.emulate-kernel,
 ocishim.unknown-syscall. None of them can weaken a filter: they only choose which
@@ -28,7 +28,7 @@ _KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "log", "runtime")
 
 @dataclass(frozen=True)
 class Settings:
-    mode: Mode = Mode("auto")
+    mode: Mode = Mode("unnamed")
     emulate: Version | None = None
     unknown_fail: bool = False
     log: str = "syslog"

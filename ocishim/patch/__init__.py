@@ -12,7 +12,7 @@ from .stub import Patched, build
 __all__ = ["Mode", "Patched", "Version", "build", "parse_kernel", "parse_mode", "patch_profile"]
 
 
-def patch_profile(profile: Profile, mode: Mode | str = "auto", emulate: Version | None = None,
+def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Version | None = None,
                   native: Arch | None = None, unknown_fail: bool = False) -> Patched:
     """Compile profile with libseccomp and prepend the stub for mode."""
     if isinstance(mode, str):

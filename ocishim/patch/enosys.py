@@ -16,7 +16,7 @@ Version = tuple[int, int]
 NR_MAX = 0xFFFFFFFF
 # x32's own numbers (x32 compat range 512-547); runc's maximum must not count them.
 X32_COMPAT = range(X32_SYSCALL_BIT + 512, X32_SYSCALL_BIT + 548)
-MODES = ("auto", "unnamed", "max", "off", "kernel:X.Y")
+MODES = ("unnamed", "auto", "max", "off", "kernel:X.Y")
 
 
 @dataclass(frozen=True)
