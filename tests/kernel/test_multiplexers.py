@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import functools
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ RET = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
        "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
 ERRNO_EPERM, ERRNO_ENOSYS = 0x00050001, 0x00050026
 EMULATE = (5, 4)
+RANDOM_VECTORS = 2  # per call number, random 32-bit args 1..5
 
 # (id, --enosys mode, --emulate-kernel)
 MODES = [("unnamed", "unnamed", None), ("auto", "auto", None), ("max", "max", None),
@@ -197,6 +199,10 @@ def mux_calls(p: Profile, nr: int) -> list[Call]:
                     2**31, U32})
     calls = [Call(nr, (a0,), abi="i386") for a0 in arg0s]
     calls += [Call(nr, (a0, U32, U32, U32, U32, U32), abi="i386") for a0 in numbers.values()]
+    rng = random.Random(nr)  # seeded: the same calls every run
+    for a0 in numbers.values():
+        calls += [Call(nr, (a0, *(rng.randrange(U32 + 1) for _ in range(5))), abi="i386")
+                  for _ in range(RANDOM_VECTORS)]
     for name, a0 in numbers.items():
         for vec in rule_vectors(p, [name]):
             args = [0] * 6
@@ -258,11 +264,14 @@ def test_multiplexers_keep_unpatched_answers(pid: str, mode_id: str, mode: str,
     needs_ia32()
     p = profile(pid)
     pt = patched(pid, mode, emulate)
+    assert "x86" in {a.name for a in pt.compiled.arches}, f"{pid}: the filter lacks x86"
     d = default_answer(p)
     # --emulate-kernel never reaches the multiplexers: they are older than its version.
     assert all(x86_table()[name][1] <= EMULATE for name, _ in MUX.values())
     per_nr = {nr: mux_calls(p, nr) for nr in MUX}
     direct = direct_calls(p)
+    if names_socket_calls(p) or names_ipc_calls(p):
+        assert direct, f"{pid}: no direct i386 call for its socket/IPC names"
     calls = [c for nr in MUX for c in per_nr[nr]] + direct
     before = dict(zip(calls, kernel_results(pt.compiled.program, calls)))
     after = dict(zip(calls, kernel_results(pt.program, calls)))
@@ -327,7 +336,9 @@ def test_libseccomp_moves_socket_rules_onto_socketcall():
     """What the oracle relies on, measured on the kernel (libseccomp abi_rule_add): the
     socket rule lands on socketcall(SYS_SOCKET) with its arg0 condition replaced by the
     call number, so socketcall(1, ...) is allowed whatever the family, while the direct
-    socket(2) (AF_INET) falls to the default; sendmsg's arg2 condition stays on arg2."""
+    socket(2) (AF_INET) falls to the default; sendmsg's arg2 condition stays on arg2.
+    ipc's rule tests the whole arg0, so a call number with version bits (the kernel
+    reads only the low 16 bits as the call) gets the default."""
     needs_ia32()
     p = profile("own-conditions")
     prog = patch_profile(p, "off").compiled.program
@@ -337,10 +348,13 @@ def test_libseccomp_moves_socket_rules_onto_socketcall():
              Call(socket_nr, (1,), abi="i386"), Call(socket_nr, (2,), abi="i386"),
              Call(NR_SOCKETCALL, (sendmsg, 0, 0), abi="i386"),
              Call(NR_SOCKETCALL, (sendmsg, 0, 1), abi="i386"),
-             Call(NR_SOCKETCALL, (SOCKETCALL["accept"],), abi="i386")]
+             Call(NR_SOCKETCALL, (SOCKETCALL["accept"],), abi="i386"),
+             Call(NR_IPC, (IPC["semop"],), abi="i386"),
+             Call(NR_IPC, (0x10000 | IPC["semop"],), abi="i386")]
     allow = RET["SCMP_ACT_ALLOW"]
     assert [describe(a) for a in kernel_results(prog, calls)] == [describe(a) for a in (
-        allow, allow, allow, ERRNO_EPERM, allow, ERRNO_EPERM, ERRNO_EPERM)]
+        allow, allow, allow, ERRNO_EPERM, allow, ERRNO_EPERM, ERRNO_EPERM,
+        allow, ERRNO_EPERM)]
 
 
 # ---------------------------------------------------------------------------------
