@@ -7,7 +7,9 @@ for problems with the file itself), so nothing invalid gets past this module.
 
 Null counts as absent for optional fields, as it does for the Go decoders of
 runc, crun's callers and Docker; unknown keys are ignored, as the runtime spec
-requires.
+requires. A document that readers could take in two ways (duplicate keys, keys
+that differ only in case from a spec field, NaN) is refused: see `decode` and
+`check_fields`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from ..actions import ACTIONS, FILTER_FLAGS, MAX_ERRNO, OPERATORS
 from ..arch import BY_OCI
 from ..errors import ProfileError
+from . import jsontext, spec_fields
 from .model import ArgCond, Profile, Rule
 
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
@@ -347,12 +350,136 @@ def _too_large(size: int | None) -> str:
     return f"file is {size} bytes, larger than {limit}"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+# ---------------------------------------------------------------- one meaning per config
+#
+# A config that two readers could read differently is refused (semantics.md rule 11):
+# Go (runc, containerd, moby) keeps the last of two equal keys and crun's yajl the
+# first; Go reads "Action" as "action" where crun and ocishim ignore it; NaN and
+# Infinity are not JSON, and Go turns a lone UTF-16 surrogate escape into U+FFFD.
+
+
+class _Duplicated(dict):
+    """An object whose text had `key` twice; only ever seen by _find_ambiguity."""
+
+    key: str
+
+
+class _Constant:
+    """Where NaN, Infinity or -Infinity stood in the text."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+# A \uD800-\uDFFF escape in the text; only then can a string hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Keys shown bare in a JSON path; any other is shown as ["..."], escaped.
+_PLAIN_KEY = re.compile(r'[^\s\[\]"\\]+\Z')
+
+
+def key_path(path: str, key: str) -> str:
+    """The JSON path of `key` inside the object at `path`, readable whatever the key holds."""
+    if _PLAIN_KEY.match(key) and key.isprintable() and not _SURROGATE.search(key):
+        return join(path, key)
+    return f"{path}[{json.dumps(key)}]"
+
+
+def quote(key: str) -> str:
+    """A key in a message: JSON-quoted, non-ASCII escaped, so look-alikes show."""
+    return json.dumps(key)
+
+
+def _pairs_hook(problems: list[bool]) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        bad = _Duplicated(obj)
+        bad.key = key
+        problems.append(True)
+        return bad
+    return hook
+
+
+def _constant_hook(problems: list[bool]) -> Any:
+    def hook(name: str) -> _Constant:
+        problems.append(True)
+        return _Constant(name)
+    return hook
+
+
+def _find_ambiguity(obj: Any, source: str) -> None:
+    """Raise a ProfileError at the first ambiguous place in the decoded tree.
+
+    Iterative, so that the deepest document json accepted can be searched.
+    """
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Constant):
+            raise ProfileError(path or source, f"{value.name} is not valid JSON")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise ProfileError(path or source, _LONE_SURROGATE)
+        elif isinstance(value, dict):
+            if isinstance(value, _Duplicated):
+                raise ProfileError(key_path(path, value.key),
+                                   f"duplicate key {quote(value.key)} (Go takes the last value, "
+                                   "crun the first)")
+            for key in value:
+                if _SURROGATE.search(key):
+                    raise ProfileError(key_path(path, key), _LONE_SURROGATE)
+            stack.extend((v, key_path(path, k)) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
+
+
+_LONE_SURROGATE = "a lone UTF-16 surrogate escape (Go reads it as U+FFFD, others differently)"
+
+
+def check_fields(obj: Any, schema: spec_fields.Schema, path: str = "") -> None:
+    """Refuse keys that differ only in case from a spec field at their position.
+
+    Go decoders take such a key for the field; crun and ocishim do not. Keys equal to
+    a field, and keys of maps (annotations, sysctl, ...), are fine.
+    """
+    stack: list[tuple[Any, spec_fields.Schema, str]] = [(obj, schema, path)]
+    while stack:
+        value, schema, path = stack.pop()
+        if isinstance(schema, spec_fields.Struct) and isinstance(value, dict):
+            for key, item in value.items():
+                field = schema.twin(key)
+                if field is not None:
+                    raise ProfileError(
+                        key_path(path, key),
+                        f"key {quote(key)} differs only in case from the field {quote(field)}: "
+                        f"Go decoders (runc, containerd, Docker) read it as {quote(field)}, "
+                        f"crun and ocishim do not; write {quote(field)}",
+                    )
+                if schema.fields.get(key) is not None:
+                    stack.append((item, schema.fields[key], key_path(path, key)))
+        elif isinstance(schema, spec_fields.ArrayOf) and isinstance(value, list):
+            stack.extend((v, schema.item, f"{path}[{i}]") for i, v in enumerate(value))
+        elif isinstance(schema, spec_fields.MapOf) and isinstance(value, dict) \
+                and schema.value is not None:
+            stack.extend((v, schema.value, key_path(path, k)) for k, v in value.items())
 
 
 def decode(data: bytes | str, source: str) -> Any:
-    """Parse JSON text; errors name `source` and, where known, the line and column."""
+    """Parse JSON text that has one meaning for every reader.
+
+    Errors name `source` and, where known, the line and column; duplicate keys, NaN,
+    Infinity and lone surrogate escapes are refused at their JSON path. Floats come
+    back as jsontext.JsonFloat, keeping their text for jsontext.dumps.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_PROFILE_BYTES:
             raise ProfileError(source, _too_large(len(data)))
@@ -362,21 +489,34 @@ def decode(data: bytes | str, source: str) -> Any:
             raise ProfileError(source, f"not valid UTF-8 (byte offset {e.start})") from None
     else:
         text = data
+    problems: list[bool] = []
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, object_pairs_hook=_pairs_hook(problems),
+                         parse_constant=_constant_hook(problems),
+                         parse_float=jsontext.parse_float, parse_int=jsontext.parse_int)
     except json.JSONDecodeError as e:
         raise ProfileError(
             source, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
     except RecursionError:
         raise ProfileError(source, "invalid JSON: nested too deeply") from None
-    except ValueError as e:  # NaN/Infinity, integers too long to convert
+    except ValueError as e:  # integers too long to convert
         raise ProfileError(source, f"invalid JSON: {str(e).split(';')[0]}") from None
+    if problems or _SURROGATE_ESCAPE.search(text):
+        _find_ambiguity(obj, source)
+        if problems:  # cannot happen: a hidden problem hides under a duplicate, found above
+            raise ProfileError(source, "duplicate key or NaN/Infinity")
+    return obj
 
 
 def detect(obj: dict) -> str:
-    """Which kind of input a top-level JSON object is: config, docker or seccomp."""
-    if any(k in obj for k in _CONFIG_KEYS):
+    """Which kind of input a top-level JSON object is: config, docker or seccomp.
+
+    A config is also recognised by keys Go would read as its fields ("Linux"), so that
+    it is checked as a config and refused for them.
+    """
+    folded = {spec_fields.go_fold(k) for k in obj}
+    if any(spec_fields.go_fold(k) in folded for k in _CONFIG_KEYS):
         return "config"
     if any(k in obj for k in _DOCKER_TOP_KEYS):
         return "docker"
@@ -416,6 +556,9 @@ def load_object(
     if not isinstance(obj, dict):
         raise ProfileError(source, f"expected a JSON object at the top level, got {_describe(obj)}")
     kind = kind or detect(obj)
+    if kind not in spec_fields.BY_KIND:
+        raise ValueError(f"unknown kind {kind!r}")
+    check_fields(obj, spec_fields.BY_KIND[kind])
     if kind in ("bundle", "config"):
         return Loaded(_config_profile(obj), kind, obj, source)
     if kind == "docker":
