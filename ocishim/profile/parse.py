@@ -106,8 +106,8 @@ def get_list(value: Any, path: str, *, null_ok: bool = True) -> list:
 
 
 def get_uint(value: Any, path: str, maximum: int = MAX_UINT64) -> int:
-    """An integer in 0..maximum. Booleans and floats are not integers here, as in Go."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer in 0..maximum. Booleans, floats and -0 are not unsigned integers here, as in Go."""
+    if isinstance(value, (bool, jsontext.JsonInt)) or not isinstance(value, int):
         raise type_error(path, "an unsigned integer", value)
     if not 0 <= value <= maximum:
         raise ProfileError(path, f"{value} is out of range 0..{maximum}")
