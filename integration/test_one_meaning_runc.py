@@ -5,9 +5,10 @@
   `ocishim patch --format config`; the numbers' text in the rewritten file is the
   text of the original (cut out of both files with a regex, compared with the list
   written here), and runc runs the rewritten config: exit 0, the expected output.
-- The premise of the case-twin rule, measured: runc (Go's decoder) reads a rule's
-  "Action" key as its action, where crun and ocishim read "action". ocishim refuses
-  that config with exit 2 naming the key's path.
+- The premises, measured: runc (Go's decoder) reads a rule's "Action" key as its
+  action, where crun and ocishim read "action"; of a rule's two "action" keys runc
+  takes the last and crun the first. ocishim refuses both configs with exit 2
+  naming the key's path.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def run_runc(runc: str, root: Path, bundle: Path) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
+def run_crun(root: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
+    """crun in a private mount namespace with cgroup2 (it refuses this host's hybrid cgroups)."""
+    cid = bundles.container_id("ocishim-one-meaning")
+    try:
+        return subprocess.run([*bundles.crun_prefix(), "crun", "--root", str(root), *bundles.CRUN_ARGS,
+                               "run", "--bundle", str(bundle), cid],
+                              capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["crun", "--root", str(root), "delete", "--force", cid], capture_output=True)
+
+
 def test_rewritten_numbers_keep_their_text_and_runc_runs_it(runc, runc_root, tmp_path):
     rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
     bundle = tmp_path / "bundle"
@@ -116,6 +128,30 @@ def test_premise_runc_reads_a_case_twin(runc, runc_root, tmp_path):
     twin = bundles.spec(tmp_path / "twin", rootfs, args, _twin_profile())
     ran = run_runc(runc, runc_root, twin.parent)
     assert ran.returncode == SIGSYS_EXIT, (ran.returncode, ran.stderr)
+
+
+def test_premise_runc_and_crun_take_different_duplicates(runc, runc_root, tmp_path):
+    """Measured: of two "action" keys in one rule, runc takes the last (KILL_PROCESS: the
+    process dies of SIGSYS), crun the first (ALLOW: mkdir fails on the read-only rootfs)."""
+    if reason := bundles.missing_runtime("crun"):
+        pytest.skip(reason)
+    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
+    profile = bundles.docker_profile(minus=("mkdir", "mkdirat"))
+    profile["syscalls"].append({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ALLOW", "@@": 0})
+    config = bundles.spec(tmp_path / "dup", rootfs, ["sh", "-c", "mkdir /one-meaning-dir"], profile)
+    text = config.read_text()
+    assert text.count('"@@": 0') == 1
+    config.write_text(text.replace('"@@": 0', '"action": "SCMP_ACT_KILL_PROCESS"'))
+
+    assert run_runc(runc, runc_root, config.parent).returncode == SIGSYS_EXIT
+    ran = run_crun(tmp_path / "crun-root", config.parent)
+    assert ran.returncode == 1, (ran.returncode, ran.stderr)
+    assert "Read-only file system" in ran.stderr
+
+    proc = run_ocishim(["explain", str(config)])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    index = len(profile["syscalls"]) - 1
+    assert f"linux.seccomp.syscalls[{index}].action: duplicate key" in proc.stderr, proc.stderr
 
 
 def test_ocishim_refuses_the_case_twin(runc, tmp_path):
