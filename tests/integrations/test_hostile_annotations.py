@@ -2,7 +2,7 @@
 
 Annotations come from pod authors; the settings file from the administrator. For every
 profile below (ERRNO, ENOSYS, KILL_PROCESS, KILL_THREAD, TRAP, LOG, ALLOW and NOTIFY
-defaults; KILL, TRAP, NOTIFY, LOG, ERRNO and ALLOW rules, with argument conditions, on
+defaults; KILL, TRAP, NOTIFY, TRACE, LOG, ERRNO and ALLOW rules, with argument conditions, on
 old syscalls and on syscalls newer than the emulated kernels), every settings file and
 every hostile annotation set, the precreate hook must either refuse (exit 2, nothing on
 stdout, a message naming the annotation) or give a program whose answer, for every
@@ -130,6 +130,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             {"names": ["listmount"], "action": "SCMP_ACT_NOTIFY"},
             {"names": ["kcmp"], "action": "SCMP_ACT_TRAP"},
             {"names": ["cachestat"], "action": "SCMP_ACT_LOG"},
+            {"names": ["getppid"], "action": "SCMP_ACT_TRACE", "errnoRet": 5},
             {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
              "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_NE"}]},
         ],
