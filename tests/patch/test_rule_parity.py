@@ -328,7 +328,7 @@ def run_all(cases: Sequence[Case]) -> dict[int, dict]:
                     break
                 chunk = os.read(rfd, 65536)
                 if not chunk:
-                    start = len(cases) if not verdicts else max(verdicts) + 1
+                    start = max(verdicts, default=start - 1) + 1
                     if start < len(cases):  # the child died without a word: a bug to see
                         raise AssertionError(f"the comparing child exited early at case {start}")
                     break
