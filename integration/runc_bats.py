@@ -79,9 +79,12 @@ class RuncTree:
 
 @dataclass(frozen=True)
 class BatsResult:
-    """One bats run: each test's TAP status ("ok", "not ok", "skip"), and the raw output."""
+    """One bats run: each test's TAP status ("ok", "not ok", "skip"), what bats printed
+    under it (for a failed test: the failed line and the output of the runc calls), and
+    the raw output."""
 
     statuses: dict[str, str]
+    diagnostics: dict[str, str]
     output: str
 
 
@@ -256,10 +259,13 @@ def ensure_tree(version: str | None = None) -> RuncTree:
 TAP_LINE = re.compile(r"^(ok|not ok) (\d+) (.*?)(?: # (skip)\b.*)?$")
 
 
-def parse_tap(output: str) -> dict[str, str]:
-    """Test name -> "ok", "not ok" or "skip" from bats' TAP; checks the plan was kept."""
+def parse_tap(output: str) -> tuple[dict[str, str], dict[str, str]]:
+    """From bats' TAP: test name -> "ok", "not ok" or "skip", and test name -> the "# "
+    lines bats printed under it. Checks that every planned test reported."""
     statuses: dict[str, str] = {}
+    diagnostics: dict[str, list[str]] = {}
     planned = None
+    current: str | None = None
     for raw in output.splitlines():
         line = raw.rstrip("\r")
         plan = re.match(r"^1\.\.(\d+)$", line)
@@ -267,15 +273,17 @@ def parse_tap(output: str) -> dict[str, str]:
             planned = int(plan.group(1))
             continue
         m = TAP_LINE.match(line)
-        if not m:
-            continue
-        name = m.group(3)
-        if name in statuses:
-            raise AssertionError(f"two bats tests named {name!r}: results would be mixed up")
-        statuses[name] = "skip" if m.group(4) else m.group(1)
+        if m:
+            current = m.group(3)
+            if current in statuses:
+                raise AssertionError(f"two bats tests named {current!r}: results would be mixed up")
+            statuses[current] = "skip" if m.group(4) else m.group(1)
+            diagnostics[current] = []
+        elif current is not None and line.startswith("#"):
+            diagnostics[current].append(line[2:] if line.startswith("# ") else line[1:])
     if planned is None or planned != len(statuses):
         raise AssertionError(f"bats planned {planned} tests and reported {len(statuses)}:\n{output}")
-    return statuses
+    return statuses, {name: "\n".join(lines) for name, lines in diagnostics.items()}
 
 
 def ocishim_runc(dest: Path, settings: Mapping[str, str] | None, log: Path) -> Path:
@@ -340,7 +348,8 @@ def run_bats(tree: RuncTree, runc: str | Path, timeout: float = RUN_TIMEOUT) -> 
             raise AssertionError(f"bats did not finish in {timeout}s:\n{output}")
         finally:
             _kill_leftovers(Path(tmp))
-    return BatsResult(parse_tap(output), output)
+    statuses, diagnostics = parse_tap(output)
+    return BatsResult(statuses, diagnostics, output)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
