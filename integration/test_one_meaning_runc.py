@@ -7,8 +7,8 @@
   written here), and runc runs the rewritten config: exit 0, the expected output.
 - The premises, measured: runc (Go's decoder) reads a rule's "Action" key as its
   action, where crun and ocishim read "action"; of a rule's two "action" keys runc
-  takes the last and crun the first. ocishim refuses both configs with exit 2
-  naming the key's path.
+  takes the last and crun the first; crun (C strings) reads "action\u0000x" as
+  "action", runc does not. ocishim refuses each config with exit 2 naming the path.
 """
 
 from __future__ import annotations
@@ -152,6 +152,29 @@ def test_premise_runc_and_crun_take_different_duplicates(runc, runc_root, tmp_pa
     assert proc.returncode == 2, proc.stdout + proc.stderr
     index = len(profile["syscalls"]) - 1
     assert f"linux.seccomp.syscalls[{index}].action: duplicate key" in proc.stderr, proc.stderr
+
+
+def test_premise_crun_reads_a_key_up_to_nul(runc, runc_root, tmp_path):
+    """Measured: a rule {"action\u0000x": KILL_PROCESS, "action": ALLOW} kills under crun
+    (which reads the first key as "action") and allows under runc."""
+    if reason := bundles.missing_runtime("crun"):
+        pytest.skip(reason)
+    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
+    profile = bundles.docker_profile(minus=("mkdir", "mkdirat"))
+    profile["syscalls"].append({"names": ["mkdir", "mkdirat"], "action\u0000x": "SCMP_ACT_KILL_PROCESS",
+                                "action": "SCMP_ACT_ALLOW"})
+    config = bundles.spec(tmp_path / "nul", rootfs, ["sh", "-c", "mkdir /one-meaning-dir"], profile)
+    assert '"action\\u0000x"' in config.read_text()
+
+    ran = run_runc(runc, runc_root, config.parent)
+    assert ran.returncode == 1, (ran.returncode, ran.stderr)
+    assert run_crun(tmp_path / "crun-root", config.parent).returncode == SIGSYS_EXIT
+
+    proc = run_ocishim(["explain", str(config)])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    index = len(profile["syscalls"]) - 1
+    assert f'linux.seccomp.syscalls[{index}]["action\\u0000x"]: a NUL character' in proc.stderr, \
+        proc.stderr
 
 
 def test_ocishim_refuses_the_case_twin(runc, tmp_path):

@@ -343,6 +343,14 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
+def read_json(path: str) -> Any:
+    """A JSON file decoded by `decode`'s rules, read within MAX_PROFILE_BYTES.
+
+    For every config.json ocishim reads (the runtime wrapper's bundle, for instance).
+    """
+    return decode(_read(path), path)
+
+
 def _too_large(size: int | None) -> str:
     limit = f"the {MAX_PROFILE_BYTES // (1024 * 1024)} MiB limit"
     if size is None:
@@ -354,8 +362,10 @@ def _too_large(size: int | None) -> str:
 #
 # A config that two readers could read differently is refused (semantics.md rule 11):
 # Go (runc, containerd, moby) keeps the last of two equal keys and crun's yajl the
-# first; Go reads "Action" as "action" where crun and ocishim ignore it; NaN and
-# Infinity are not JSON, and Go turns a lone UTF-16 surrogate escape into U+FFFD.
+# first; Go reads "Action" as "action" where crun and ocishim ignore it; crun reads
+# "action\u0000x" as "action" (C strings end at NUL; measured with crun 1.8.1) where
+# Go and ocishim do not; NaN and Infinity are not JSON, and Go turns a lone UTF-16
+# surrogate escape into U+FFFD.
 
 
 class _Duplicated(dict):
@@ -373,16 +383,17 @@ class _Constant:
         self.name = name
 
 
-# A \uD800-\uDFFF escape in the text; only then can a string hold a lone surrogate.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# A \u0000 or \uD800-\uDFFF escape in the text: only then can a string hold a NUL
+# or a lone surrogate, so only then are the strings searched.
+_BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[\x00\ud800-\udfff]")
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 # Keys shown bare in a JSON path; any other is shown as ["..."], escaped.
 _PLAIN_KEY = re.compile(r'[^\s\[\]"\\]+\Z')
 
 
 def key_path(path: str, key: str) -> str:
     """The JSON path of `key` inside the object at `path`, readable whatever the key holds."""
-    if _PLAIN_KEY.match(key) and key.isprintable() and not _SURROGATE.search(key):
+    if _PLAIN_KEY.match(key) and key.isprintable() and not _BAD_CHAR.search(key):
         return join(path, key)
     return f"{path}[{json.dumps(key)}]"
 
@@ -427,22 +438,25 @@ def _find_ambiguity(obj: Any, source: str) -> None:
         if isinstance(value, _Constant):
             raise ProfileError(path or source, f"{value.name} is not valid JSON")
         if isinstance(value, str):
-            if _SURROGATE.search(value):
-                raise ProfileError(path or source, _LONE_SURROGATE)
+            if bad := _BAD_CHAR.search(value):
+                raise ProfileError(path or source, _bad_char(bad.group()))
         elif isinstance(value, dict):
             if isinstance(value, _Duplicated):
                 raise ProfileError(key_path(path, value.key),
                                    f"duplicate key {quote(value.key)} (Go takes the last value, "
                                    "crun the first)")
             for key in value:
-                if _SURROGATE.search(key):
-                    raise ProfileError(key_path(path, key), _LONE_SURROGATE)
+                if bad := _BAD_CHAR.search(key):
+                    raise ProfileError(key_path(path, key), _bad_char(bad.group()))
             stack.extend((v, key_path(path, k)) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
 
 
-_LONE_SURROGATE = "a lone UTF-16 surrogate escape (Go reads it as U+FFFD, others differently)"
+def _bad_char(char: str) -> str:
+    if char == "\x00":
+        return "a NUL character (\\u0000): crun reads the text only up to it, Go all of it"
+    return "a lone UTF-16 surrogate escape: Go reads it as U+FFFD, Python keeps it"
 
 
 def check_fields(obj: Any, schema: spec_fields.Schema, path: str = "") -> None:
@@ -477,12 +491,12 @@ def decode(data: bytes | str, source: str) -> Any:
     """Parse JSON text that has one meaning for every reader.
 
     Errors name `source` and, where known, the line and column; duplicate keys, NaN,
-    Infinity and lone surrogate escapes are refused at their JSON path. Floats come
-    back as jsontext.JsonFloat, keeping their text for jsontext.dumps.
+    Infinity, NUL characters and lone surrogate escapes are refused at their JSON path.
+    Floats come back as jsontext.JsonFloat, keeping their text for jsontext.dumps.
     """
+    if len(data) > MAX_PROFILE_BYTES:  # for text, a lower bound of its UTF-8 size
+        raise ProfileError(source, _too_large(len(data) if isinstance(data, bytes) else None))
     if isinstance(data, bytes):
-        if len(data) > MAX_PROFILE_BYTES:
-            raise ProfileError(source, _too_large(len(data)))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -502,9 +516,9 @@ def decode(data: bytes | str, source: str) -> Any:
         raise ProfileError(source, "invalid JSON: nested too deeply") from None
     except ValueError as e:  # integers too long to convert
         raise ProfileError(source, f"invalid JSON: {str(e).split(';')[0]}") from None
-    if problems or _SURROGATE_ESCAPE.search(text):
+    if problems or _BAD_ESCAPE.search(text):
         _find_ambiguity(obj, source)
-        if problems:  # cannot happen: a hidden problem hides under a duplicate, found above
+        if problems:  # fail closed, should the search above ever miss what the hooks saw
             raise ProfileError(source, "duplicate key or NaN/Infinity")
     return obj
 
@@ -603,5 +617,5 @@ def load(
         if not os.path.lexists(source):
             raise ProfileError(path, "bundle directory has no config.json")
         kind = "bundle"
-    obj = decode(_read(source), source)
+    obj = read_json(source)
     return load_object(obj, source, kind=kind, caps=caps, kernel=kernel, arch=arch)

@@ -207,6 +207,12 @@ REFUSED = [
     # a lone surrogate escape: Go reads U+FFFD, Python keeps the surrogate
     Case("lone-surrogate", planted("config", ("annotations",), '"org.example.s": "a\\ud800"'),
          "annotations.org.example.s", "surrogate"),
+    Case("lone-surrogate-key", planted("config", (), '"x\\udc00": 1'), '["x\\udc00"]', "surrogate"),
+    # NUL: crun (C strings) reads "action\u0000x" as "action", Go and Python do not
+    Case("nul-in-key", planted("config", RULE2, '"action\\u0000x": "SCMP_ACT_ALLOW"'),
+         'linux.seccomp.syscalls[2]["action\\u0000x"]', "NUL"),
+    Case("nul-in-value", planted("config", ("process",), '"env": ["PATH=/bin", "A=b\\u0000c"]'),
+         "process.env[1]", "NUL"),
 ]
 
 
@@ -367,7 +373,7 @@ def test_integers_are_ints() -> None:
 NUMBER_TEXTS = ["1e999", "0.1", "1E5", "-0.0", "1.50", "12345678901234567890123", "-0",
                 "1e-7", "2.5E+10", "-1e-999", "0.30000000000000004", "100"]
 UNICODE = ["h\u00e9llo", "\u2603 \U0001F600", "line\u2028sep", "tab\tquote\"back\\slash",
-           "\u0000nul", "\u017f\u212a"]
+           "\u017f\u212a", "\u001f\u007f"]
 
 
 def odd_config_text() -> str:
