@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocishim.errors import ProfileError
 from ocishim.profile import load, loads
@@ -437,3 +439,22 @@ def test_patch_format_config_keeps_the_text(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["x-unicode"] == UNICODE
     assert "run.oci.seccomp_bpf_data" in out["annotations"]
+
+
+# --- the law: decode then dumps writes what json.dumps writes for the same values ---
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_decode_dumps_is_json_dumps(value: Any) -> None:
+    """Python's json writes floats with repr, so its text is what decode keeps: the two agree."""
+    text = json.dumps(value)
+    assert jsontext.dumps(decode(text, "<t>")) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    assert jsontext.dumps(value) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
