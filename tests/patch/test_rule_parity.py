@@ -9,6 +9,9 @@ blocks for lacked names). For each generated rule set on one syscall:
 
 - profile K: the set on a name K the host libseccomp knows (the oracle: libseccomp's program);
 - profile L: the same set on a name L the host libseccomp lacks (ocishim's rule block);
+- both profiles also hold one unconditional rule on a third, known name, so that a rule
+  block that goes on into libseccomp's program the wrong way (say, with an argument word
+  in A where the program expects the number) meets a rule there to answer wrongly;
 - either both are refused (libseccomp refuses K, e.g. EEXIST for conflicting actions on one
   condition, and ocishim raises CompileError for L on the same rule), or both compile and
   answer alike on nr(K) and nr(L) for every argument vector built from the boundary values
@@ -78,6 +81,10 @@ RULE_ACTIONS = (
 # Names with the same number in the table and in the host libseccomp on every arch tried,
 # and no multiplexer twin (socket and IPC calls are left out on purpose).
 KNOWN = ("personality", "fchdir", "dup3", "capget", "close_range", "flock", "umask", "unshare")
+# The other rule of every profile. Its number is also tried as an argument value: a rule
+# block that goes on into libseccomp's program with an argument word still in A, where P
+# expects the syscall number, would answer that rule's action.
+OTHER_ACTION = ("SCMP_ACT_ERRNO", errno.ENOENT)
 BOUNDARIES = (0, 1, 2, 5, 0xFF, 0x7FFF_FFFF, 2**31, U32, 2**32, 2**32 + 1, 2**32 + 5,
               0x7_FFFF_FFFF, 2**63, 2**63 + 1, U64 - 1, U64, 0xFFFF_0000_0000_0000,
               0x0000_0001_FFFF_FFFF, 0xF0, 0xFFFF_FFFF_0000_0000)
@@ -128,14 +135,18 @@ def groups(rule: Rule) -> list[tuple[ArgCond, ...]]:
     return [rule.args]
 
 
-def vectors(arch: Arch, rules: Sequence[Rule], rng: random.Random) -> list[tuple[int, ...]]:
+def vectors(arch: Arch, rules: Sequence[Rule], rng: random.Random,
+            words: Sequence[int] = ()) -> list[tuple[int, ...]]:
     """Argument vectors for a set: each boundary value alone, each group satisfied but for
     one argument moved over its boundaries, groups of different rules satisfied together,
-    and random mixes of boundary values."""
+    and random mixes of boundary values. `words` are 32-bit values also tried in either
+    half of every argument a condition reads."""
     per_index: dict[int, set[int]] = {}
     for r in rules:
         for c in r.args:
             per_index.setdefault(c.index, set()).update(candidates(c))
+    for values in per_index.values():
+        values.update(v for w in words for v in (w, w << 32, w * (2**32 + 1)))
     zero = (0,) * 6
     out: set[tuple[int, ...]] = {zero}
 
@@ -185,12 +196,13 @@ class Case:
     default: tuple[str, int | None]
     known: str
     lacked: str
+    other: str  # a known name with a rule of its own in both profiles: OTHER_ACTION
     rules: tuple[Rule, ...]  # on the placeholder name "?"; put on a name by profile()
 
     def profile(self, name: str) -> Profile:
-        return Profile(self.default[0], self.default[1],
-                       syscalls=tuple(Rule((name,), r.action, r.errno_ret, r.args, f"syscalls[{i}]")
-                                      for i, r in enumerate(self.rules)))
+        rules = [Rule((name,), r.action, r.errno_ret, r.args, f"syscalls[{i}]") for i, r in enumerate(self.rules)]
+        rules.append(Rule((self.other,), *OTHER_ACTION, (), f"syscalls[{len(rules)}]"))
+        return Profile(self.default[0], self.default[1], syscalls=tuple(rules))
 
     def as_json(self) -> str:
         """The L profile as OCI JSON, to reproduce a difference by hand."""
@@ -206,6 +218,7 @@ class Case:
                 rule["args"] = [{"index": c.index, "value": c.value, "valueTwo": c.value_two, "op": c.op}
                                 for c in r.args]
             body["syscalls"].append(rule)
+        body["syscalls"].append({"names": [self.other], "action": OTHER_ACTION[0], "errnoRet": OTHER_ACTION[1]})
         return json.dumps(body)
 
 
@@ -231,7 +244,8 @@ def generate(arch_name: str, count: int) -> list[Case]:
                           for _ in range(n_conds))
             action, errno_ret = rng.choice(RULE_ACTIONS)
             rules.append(Rule(("?",), action, errno_ret, conds))
-        cases.append(Case(arch_name, rng.choice(DEFAULTS), rng.choice(KNOWN), rng.choice(lacked), tuple(rules)))
+        known, other = rng.sample(KNOWN, 2)
+        cases.append(Case(arch_name, rng.choice(DEFAULTS), known, rng.choice(lacked), other, tuple(rules)))
     return cases
 
 
@@ -273,9 +287,15 @@ def compare(case: Case, seed: int) -> dict:
         return {"status": "diff", "detail": f"libseccomp compiles K; ocishim refuses L ({l_err})"}
     nr_k, nr_l = syscalls.resolve(case.arch, case.known), syscalls.resolve(case.arch, case.lacked)
     rng = random.Random(seed)
+    nr_o = syscalls.resolve(case.arch, case.other)
     answers: set[int] = set()
     diffs = []
-    vecs = vectors(arch, case.rules, rng)
+    vecs = vectors(arch, case.rules, rng, (nr_k, nr_l, nr_o))
+    for prog, who in ((by_lib.program, "libseccomp"), (by_own.program, "ocishim")):
+        other = emu.run(prog, arch, nr_o, (0,) * 6).ret
+        if other != action_value(*OTHER_ACTION):
+            diffs.append(f"{who} answers {describe(other)} for {case.other}, whose rule says "
+                         f"{describe(action_value(*OTHER_ACTION))}")
     for args in vecs:
         want = emu.run(by_lib.program, arch, nr_k, args).ret
         got = emu.run(by_own.program, arch, nr_l, args).ret
