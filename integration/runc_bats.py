@@ -353,27 +353,34 @@ def run_bats(tree: RuncTree, runc: str | Path, timeout: float = RUN_TIMEOUT) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the three runs side by side (what docs/runc-bats.md shows)."""
+    """Print the three runs side by side as a Markdown table (docs/runc-bats.md), then what
+    bats printed for each test whose result differs from plain runc's. -v: ocishim's logs."""
     args = list(sys.argv[1:] if argv is None else argv)
     tree = ensure_tree()
-    print(f"runc {tree.version}: {tree.root}")
+    print(f"runc {tree.version} ({tree.root}), bats files: "
+          + ", ".join(f.name for f in tree.bats_files()))
     runs: dict[str, BatsResult] = {}
     with tempfile.TemporaryDirectory(prefix="ocishim-runc-") as tmp:
         runs["runc"] = run_bats(tree, shutil.which("runc") or "runc")
-        for label, settings in (("max", {"enosys": "max"}), ("unnamed", None)):
-            d = Path(tmp) / label
+        for label, settings in (("ocishim max", {"enosys": "max"}),
+                                ("ocishim default (unnamed)", None)):
+            d = Path(tmp) / label.split()[1]
             d.mkdir()
             runs[label] = run_bats(tree, ocishim_runc(d, settings, d / "ocishim.log"))
-            if "-v" in args:
-                print((d / "ocishim.log").read_text() if (d / "ocishim.log").exists() else "")
-    names = list(runs["runc"].statuses)
+            if "-v" in args and (d / "ocishim.log").exists():
+                print((d / "ocishim.log").read_text())
+    plain = runs["runc"]
     print("| test | " + " | ".join(runs) + " |")
     print("|---|" + "---|" * len(runs))
-    for name in names:
+    for name in plain.statuses:
         print(f"| {name} | " + " | ".join(r.statuses.get(name, "-") for r in runs.values()) + " |")
+    print("| **total ok / not ok / skip** | " + " | ".join(
+        " / ".join(str(list(r.statuses.values()).count(s)) for s in ("ok", "not ok", "skip"))
+        for r in runs.values()) + " |")
     for label, r in runs.items():
-        counts = {s: list(r.statuses.values()).count(s) for s in ("ok", "not ok", "skip")}
-        print(f"{label}: {counts}")
+        for name, status in r.statuses.items():
+            if status != plain.statuses.get(name):
+                print(f"\n{label}: {status} {name}\n{r.diagnostics[name]}")
     return 0
 
 
