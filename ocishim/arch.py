@@ -95,3 +95,15 @@ def arch_of_nr(audit: int, nr: int) -> Arch | None:
             if (a.name == "x32") == want_x32:
                 return a
     return candidates[0] if candidates else None
+
+
+NR_MAX = 0xFFFFFFFF
+
+
+def nr_domain(name: str) -> tuple[int, int]:
+    """The nr values that belong to an arch under its audit value: x86_64 and x32 split at bit 30."""
+    if name == "x86_64":
+        return (0, X32_SYSCALL_BIT - 1)
+    if name == "x32":
+        return (X32_SYSCALL_BIT, NR_MAX)
+    return (0, NR_MAX)

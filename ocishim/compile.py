@@ -16,7 +16,8 @@ import pyseccomp
 
 from . import libseccomp, syscalls
 from .actions import OPERATORS, action_value, flags_value
-from .arch import BY_OCI, Arch, order
+from .arch import BY_OCI, Arch, nr_domain, order
+from .bpf import reach
 from .bpf.insn import RET, K, Insn, decode
 from .errors import CompileError
 from .profile.model import ArgCond, Profile, Rule
@@ -48,6 +49,7 @@ class PendingRule:
     action: int  # SECCOMP_RET_* value
     args: tuple[ArgCond, ...]
     path: str  # JSON path of the rule
+    rule: Rule | None = None  # the profile's rule, for compile_proxy
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,10 @@ class Compiled:
     default_action: int
     bad_arch_action: int
     flags: int  # SECCOMP_FILTER_FLAG_* for seccomp(2)
-    named: Mapping[str, frozenset[int]]  # arch name -> named(A), by the project's table
+    # arch name -> named(A): the numbers of every name a rule lists (by the project's
+    # table), and every number libseccomp's program answers with anything but the
+    # default action for some arguments (socketcall and ipc on x86, for one).
+    named: Mapping[str, frozenset[int]]
     pending: tuple[PendingRule, ...] = ()
     unknown: tuple[str, ...] = ()  # names neither the table nor libseccomp knows
     warnings: tuple[str, ...] = field(default=())
@@ -121,7 +126,7 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
                     continue
                 nr = table_nrs.get(arch.name)
                 if nr is not None:
-                    pending.append(PendingRule(arch.name, name, nr, value, rule.args, rule.path))
+                    pending.append(PendingRule(arch.name, name, nr, value, rule.args, rule.path, rule))
             if libseccomp.knows(host, name):
                 # libseccomp takes the host's number and translates it by name per arch.
                 _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
@@ -129,6 +134,8 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
     bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH)
     _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
                                                     for r in profile.syscalls})
+    for arch in arches:
+        named[arch.name] |= answered_by_rules(program, arch, default)
     return Compiled(
         program=program,
         arches=arches,
@@ -142,6 +149,64 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
                        f"{'.'.join(map(str, libseccomp.version()))}; its rules are ignored"
                        for n in unknown),
     )
+
+
+# A program whose rules give one answer to more numbers than this in a row is not
+# one libseccomp wrote: refuse it rather than guess what it names.
+_MAX_RULE_RUN = 1 << 16
+
+
+def answered_by_rules(program: tuple[Insn, ...], arch: Arch, default: int) -> set[int]:
+    """The numbers of arch that the program answers with anything but default, for some arguments.
+
+    libseccomp puts rules on numbers the profile never names (socket and IPC calls onto
+    socketcall and ipc on x86, s390, ppc and mips o32); the stub must not touch those.
+    """
+    out: set[int] = set()
+    lo, hi = nr_domain(arch.name)
+    for span in reach.spans(program, arch, lo, hi):
+        if span.answers == {default}:
+            continue
+        if span.hi - span.lo >= _MAX_RULE_RUN:
+            raise CompileError("linux.seccomp", f"libseccomp's program answers {arch.name} numbers "
+                                                f"{span.lo:#x}..{span.hi:#x} other than by default: "
+                                                "not a program ocishim can patch")
+        out.update(range(span.lo, span.hi + 1))
+    return out
+
+
+# Names a proxy for compile_proxy may be: plain calls every arch has, none multiplexed.
+_PROXIES = ("getpid", "getppid", "gettid", "sync", "getuid")
+
+
+def compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[Insn, ...], int]:
+    """libseccomp's program for rules put on a proxy syscall it knows, in a filter of arch alone.
+
+    Returns the program and the proxy's number on arch. The rules' own names are not
+    used: this is how the patcher learns what libseccomp makes of rules on a name it lacks.
+    """
+    host = libseccomp.native()
+    proxy = next((name for name in _PROXIES
+                  if libseccomp.resolve_name(arch, name) >= 0 and libseccomp.resolve_name(host, name) >= 0),
+                 None)
+    if proxy is None:
+        raise CompileError(where, f"libseccomp {'.'.join(map(str, libseccomp.version()))} "
+                                  f"knows no plain syscall on {arch.oci} to compile these rules on")
+    flt = pyseccomp.SyscallFilter(default)
+    if arch != host:
+        flt.remove_arch(host.token)
+        try:
+            flt.add_arch(arch.token)
+        except OSError as exc:
+            raise CompileError(where, f"libseccomp cannot build a filter for {arch.oci} "
+                                      f"({libseccomp.oserror_text(exc)})") from None
+    nr = libseccomp.resolve_name(host, proxy)
+    for rule in rules:
+        _add_rule(flt, action_value(rule.action, rule.errno_ret), nr, rule, rule.path or where)
+    program = _export(flt, "little" if arch.little_endian else "big")
+    _check_returns(program, {default, flt.get_attr(pyseccomp.Attr.ACT_BADARCH)}
+                   | {action_value(r.action, r.errno_ret) for r in rules})
+    return program, libseccomp.resolve_name(arch, proxy)
 
 
 def _check_returns(program: tuple[Insn, ...], expected: set[int]) -> None:

@@ -9,11 +9,10 @@ from typing import Iterable
 from .. import syscalls
 from ..actions import (ENOSYS, RET_ACTION_FULL, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS, RET_LOG,
                        RET_TRACE)
-from ..arch import ARM_PRIVATE_BASE, X32_SYSCALL_BIT
+from ..arch import ARM_PRIVATE_BASE, NR_MAX, X32_SYSCALL_BIT, nr_domain
 from ..errors import UsageError
 
 Version = tuple[int, int]
-NR_MAX = 0xFFFFFFFF
 # x32's own numbers (x32 compat range 512-547); runc's maximum must not count them.
 X32_COMPAT = range(X32_SYSCALL_BIT + 512, X32_SYSCALL_BIT + 548)
 MODES = ("unnamed", "auto", "max", "off", "kernel:X.Y")
@@ -50,13 +49,7 @@ def parse_kernel(text: str, flag: str = "--emulate-kernel") -> Version:
         raise UsageError(flag, str(exc)) from None
 
 
-def domain(arch: str) -> tuple[int, int]:
-    """The nr values that belong to arch under its audit value: x86_64 and x32 split at bit 30."""
-    if arch == "x86_64":
-        return (0, X32_SYSCALL_BIT - 1)
-    if arch == "x32":
-        return (X32_SYSCALL_BIT, NR_MAX)
-    return (0, NR_MAX)
+domain = nr_domain
 
 
 def stub_applies(default_action: int, emulate: Version | None) -> bool:

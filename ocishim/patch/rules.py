@@ -1,13 +1,23 @@
-"""Rules for names the host libseccomp does not know, compiled by the project.
+"""Rule blocks for names the host libseccomp does not know: libseccomp's own code, moved.
 
-The comparisons follow libseccomp's own code generation, so a rule compiled here
-answers like the same rule compiled by libseccomp (tests/patch prove it on names
-libseccomp knows):
-- on a 64-bit arch an argument is compared as (hi, lo), most significant word first;
-  LT and LE are the negations of GE and GT;
-- on a 32-bit arch (x86, arm, x32, mips o32/n32, ppc, s390) only the low word is
-  compared, against the low 32 bits of the rule's value;
-- MASKED_EQ compares (arg & value) with (valueTwo & value): the datum is masked too.
+Rule 12 of semantics.md: a rule ocishim compiles means exactly what libseccomp makes
+of it on a name it knows. libseccomp does not take several rules on one syscall in
+order: it merges them (an unconditional rule overrides conditional ones, conflicting
+actions on the same condition are refused, ...). Rather than write that merge again,
+ocishim lets libseccomp do it: the rules go onto a proxy syscall that libseccomp knows,
+in a filter of their arch alone, and the block is that program specialised to the proxy:
+
+    ld [4]; jeq #AUDIT ...; ld [0]; jeq #proxy ...     folded away: the stub already
+                                                        knows the arch and the number
+    ld [args] ...; jeq/jgt/jge/jset ...                 kept: libseccomp's argument code
+    ret <rule action>                                   kept
+    ret <default>                                       becomes a jump into P: no rule
+                                                        matched, so libseccomp's program
+                                                        decides, as it would on one number
+
+Folding is exact because, with the arch and nr fixed, every jump on them goes one way.
+Anything else that reads them (arithmetic, `ret a`, a jump that is reached both with
+nr and with an argument in A) makes the block fail closed.
 """
 
 from __future__ import annotations
@@ -16,75 +26,129 @@ import itertools
 from typing import Sequence
 
 from ..arch import Arch
-from ..bpf.asm import Cond, Item, Label
-from ..bpf.emu import arg_offsets
-from ..bpf.insn import ALU, AND, JEQ, JGE, JGT, JMP, K, ld_abs, ret, stmt
-from ..profile.model import ArgCond
+from ..bpf.asm import Cond, Goto, Item, Label
+from ..bpf.insn import (ABS, ALU, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, LDX, MISC, OFF_ARCH,
+                        OFF_NR, RET, ST, STX, W, Insn, bpf_class, bpf_mode, bpf_op, bpf_src)
+from ..compile import compile_proxy
+from ..errors import CompileError
+from ..profile.model import Rule
 
-_JEQ, _JGT, _JGE = JMP | JEQ | K, JMP | JGT | K, JMP | JGE | K
-_MASK32 = 0xFFFFFFFF
-
-
-def _word_compare(op: str, value: int, ok: str, fail: str) -> list[Item]:
-    """Compare the word in A with value; the caller has loaded A."""
-    table = {
-        "SCMP_CMP_EQ": (_JEQ, ok, fail),
-        "SCMP_CMP_NE": (_JEQ, fail, ok),
-        "SCMP_CMP_GT": (_JGT, ok, fail),
-        "SCMP_CMP_GE": (_JGE, ok, fail),
-        "SCMP_CMP_LT": (_JGE, fail, ok),
-        "SCMP_CMP_LE": (_JGT, fail, ok),
-    }
-    code, jt, jf = table[op]
-    return [Cond(code, value, jt, jf)]
+_KNOWN = "known"  # A holds the arch or nr, whose value the block knows
+_DATA = "data"  # A holds anything else
 
 
-def condition(arch: Arch, cond: ArgCond, ok: str, fail: str, fresh) -> list[Item]:
-    """Code that goes to `ok` when the argument satisfies cond, else to `fail`."""
-    lo_off, hi_off = arg_offsets(arch, cond.index)
-    v_lo, v_hi = cond.value & _MASK32, cond.value >> 32
-    # libseccomp masks the datum too: MASKED_EQ is (arg & mask) == (valueTwo & mask).
-    want = cond.value_two & cond.value
-    w_lo, w_hi = want & _MASK32, (want >> 32) & _MASK32
-    masked = cond.op == "SCMP_CMP_MASKED_EQ"
-    if arch.bits == 32:
-        if masked:
-            return [ld_abs(lo_off), stmt(ALU | AND | K, v_lo), Cond(_JEQ, w_lo, ok, fail)]
-        return [ld_abs(lo_off)] + _word_compare(cond.op, v_lo, ok, fail)
-    low = fresh()
-    items: list[Item] = [ld_abs(hi_off)]
-    if masked:
-        items += [stmt(ALU | AND | K, v_hi), Cond(_JEQ, w_hi, low, fail), Label(low),
-                  ld_abs(lo_off), stmt(ALU | AND | K, v_lo), Cond(_JEQ, w_lo, ok, fail)]
-    elif cond.op in ("SCMP_CMP_EQ", "SCMP_CMP_NE"):
-        differ = fail if cond.op == "SCMP_CMP_EQ" else ok
-        items += [Cond(_JEQ, v_hi, low, differ), Label(low), ld_abs(lo_off)]
-        items += _word_compare(cond.op, v_lo, ok, fail)
-    else:
-        # hi above -> GT/GE hold, LT/LE fail; hi equal -> decide on lo; hi below -> the reverse.
-        greater_holds = cond.op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
-        above, below = (ok, fail) if greater_holds else (fail, ok)
-        equal = fresh()
-        items += [Cond(_JGT, v_hi, above, equal), Label(equal), Cond(_JEQ, v_hi, low, below),
-                  Label(low), ld_abs(lo_off)]
-        items += _word_compare(cond.op, v_lo, ok, fail)
-    return items
+def _fold(program: Sequence[Insn], arch: Arch, proxy: int, where: str) -> dict[int, int | None]:
+    """For each reachable jump on the arch or nr, the pc it always goes to; other reachable pcs map to None."""
+    decided: dict[int, int | None] = {}
+    seen: dict[int, str] = {}
+    stack: list[tuple[int, str, int | None]] = [(0, _DATA, None)]
+    while stack:
+        pc, state, value = stack.pop()
+        while True:
+            if not 0 <= pc < len(program):
+                raise CompileError(where, "libseccomp's program for these rules runs off its end")
+            insn = program[pc]
+            if seen.get(pc, state) != state:
+                raise CompileError(where, f"libseccomp's program for these rules mixes the syscall "
+                                          f"number with arguments at instruction {pc}")
+            first_visit = pc not in seen
+            seen[pc] = state
+            cls, code = bpf_class(insn.code), insn.code
+            if cls == RET:
+                if code != RET | K:
+                    raise CompileError(where, f"instruction {pc}: a return that is not a constant")
+                decided.setdefault(pc, None)
+                break
+            if cls == LD and code == LD | W | ABS and insn.k in (OFF_NR, OFF_ARCH):
+                state, value = _KNOWN, proxy if insn.k == OFF_NR else arch.audit
+                decided.setdefault(pc, None)
+                pc += 1
+                continue
+            if cls == LD or cls == LDX or cls == ST or cls == STX or cls == MISC or cls == ALU:
+                if state == _KNOWN and cls in (ST, MISC, ALU):
+                    raise CompileError(where, f"instruction {pc}: computes with the syscall number")
+                if cls in (LD, ALU, MISC):
+                    state, value = _DATA, None
+                decided.setdefault(pc, None)
+                pc += 1
+                continue
+            if cls != JMP:
+                raise CompileError(where, f"instruction {pc}: unexpected {code:#06x}")
+            op = bpf_op(code)
+            if op == JA:
+                decided.setdefault(pc, None)
+                pc += 1 + insn.k
+                continue
+            if bpf_src(code) != K:
+                raise CompileError(where, f"instruction {pc}: a jump on X")
+            t, f = pc + 1 + insn.jt, pc + 1 + insn.jf
+            if state == _KNOWN:
+                taken = {JEQ: value == insn.k, JGT: value > insn.k, JGE: value >= insn.k,
+                         JSET: bool(value & insn.k)}[op]
+                decided[pc] = t if taken else f
+                pc = decided[pc]
+                continue
+            decided.setdefault(pc, None)
+            if first_visit:
+                stack.append((f, state, value))
+            pc = t
+    return decided
 
 
-def rule_chain(arch: Arch, condition_sets: Sequence[Sequence[ArgCond]], action: int,
-               fresh) -> list[Item]:
-    """Code for one profile rule: any condition set that fully holds returns action, else falls through."""
-    items: list[Item] = []
-    for conds in condition_sets:
-        if not conds:
-            return items + [ret(action)]
-        miss = fresh()
-        for c in conds:
-            ok = fresh()
-            items += condition(arch, c, ok, miss, fresh)
-            items.append(Label(ok))
-        items += [ret(action), Label(miss)]
-    return items
+def rule_block(arch: Arch, rules: Sequence[Rule], default: int, label: str, into_p: str,
+               where: str) -> list[Item]:
+    """The code for rules on one (arch, nr) whose name libseccomp lacks; no match jumps to into_p."""
+    program, proxy = compile_proxy(arch, rules, default, where)
+    decided = _fold(program, arch, proxy, where)
+
+    def resolve(pc: int) -> int:
+        """Skip what the stub already knows: arch and nr loads, jumps on them."""
+        while True:
+            insn = program[pc]
+            if insn.code == LD | W | ABS and insn.k in (OFF_NR, OFF_ARCH):
+                pc += 1
+            elif insn.code == JMP | JA:
+                pc += 1 + insn.k
+            elif decided.get(pc) is not None:
+                pc = decided[pc]
+            else:
+                return pc
+
+    def target(pc: int) -> str:
+        pc = resolve(pc)
+        insn = program[pc]
+        if insn.code == RET | K and insn.k == default:
+            return into_p
+        return f"{label}.{pc}"
+
+    kept = sorted({resolve(pc) for pc in decided})
+    items: list[Item] = [Label(label), Goto(target(0))]
+    for pc in kept:
+        insn = program[pc]
+        if insn.code == RET | K and insn.k == default:
+            continue
+        items.append(Label(f"{label}.{pc}"))
+        if bpf_class(insn.code) == JMP:
+            items.append(Cond(insn.code, insn.k, target(pc + 1 + insn.jt), target(pc + 1 + insn.jf)))
+        else:
+            items.append(insn)
+            if bpf_class(insn.code) != RET:
+                items.append(Goto(target(pc + 1)))
+    return _drop_fallthrough(items)
+
+
+def _drop_fallthrough(items: list[Item]) -> list[Item]:
+    """Remove each Goto whose target label comes right after it (a `ja 0`)."""
+    out: list[Item] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Goto):
+            j = i + 1
+            while j < len(items) and isinstance(items[j], Label) and items[j].name != item.target:
+                j += 1
+            if j < len(items) and isinstance(items[j], Label):
+                continue
+        out.append(item)
+    return out
 
 
 def label_factory(prefix: str):

@@ -35,10 +35,10 @@ from ..arch import BY_NAME, X32_SYSCALL_BIT, Arch
 from ..bpf.asm import Cond, Goto, Item, Label, assemble
 from ..bpf.insn import (ABS, BPF_MAXINSNS, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, OFF_ARCH, OFF_NR,
                         W, Insn, ld_abs, ret)
-from ..compile import Compiled, PendingRule, rule_conditions
+from ..compile import Compiled, PendingRule
 from ..errors import CompileError
 from .enosys import Mode, Version, domain, enosys_ranges
-from .rules import label_factory, rule_chain
+from .rules import label_factory, rule_block
 
 PASS, ENOSYS_LEAF = "P", "enosys"
 
@@ -145,32 +145,15 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
               for a in compiled.arches}
     fresh = label_factory("L")
 
-    # One rule block per distinct list of rules; numbers with the same rules share it.
     by_target: dict[tuple[str, int], list[PendingRule]] = {}
     for rule in compiled.pending:
         by_target.setdefault((rule.arch, rule.nr), []).append(rule)
-    blocks: dict[tuple, str] = {}
-    block_code: list[Item] = []
-    pending_class: dict[tuple[str, int], str] = {}
-    for (arch_name, nr), rules in by_target.items():
-        arch = BY_NAME[arch_name]
-        # Argument offsets differ by word size and byte order; plain rules do not.
-        layout = (arch.bits, arch.little_endian) if any(r.args for r in rules) else ()
-        key = (layout, tuple((r.action, r.args) for r in rules))
-        if key not in blocks:
-            blocks[key] = label = fresh()
-            block_code.append(Label(label))
-            for r in rules:
-                block_code += rule_chain(arch, rule_conditions(r.args), r.action, fresh)
-            if rules[-1].args:
-                block_code.append(ret(compiled.default_action))
-        pending_class[(arch_name, nr)] = blocks[key]
-
     groups: dict[int, list[Arch]] = {}
     for arch in compiled.arches:
         groups.setdefault(arch.audit, []).append(arch)
     sections: list[tuple[int, list[Item]]] = []
     beyond = {PASS: 0}
+    block_code: list[Item] = []
     for audit, arches in groups.items():
         # Calls that go on to P skip P's own arch test and nr load when it has them.
         into_p = PASS
@@ -178,6 +161,24 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
         if entry_in_p is not None:
             into_p = f"P@{audit:#x}"
             beyond[into_p] = entry_in_p
+        # One rule block per distinct list of rules on this audit value; numbers with
+        # the same rules share it. No match goes on into P, as on a name libseccomp knows.
+        blocks: dict[tuple, str] = {}
+        pending_class: dict[tuple[str, int], str] = {}
+        # A block leaves an argument in A: load nr again before going into P past its nr load.
+        reload = f"{into_p}.nr"
+        for (arch_name, nr), rules in by_target.items():
+            arch = BY_NAME[arch_name]
+            if arch not in arches:
+                continue
+            key = (arch_name, tuple((r.action, r.args) for r in rules))
+            if key not in blocks:
+                blocks[key] = label = fresh()
+                block_code += rule_block(arch, [r.rule for r in rules], compiled.default_action,
+                                         label, reload if into_p != PASS else PASS, rules[0].path)
+            pending_class[(arch_name, nr)] = blocks[key]
+        if blocks and into_p != PASS:
+            block_code += [Label(reload), ld_abs(0), Goto(into_p)]
         # One tree per arch; x86_64 and x32 split first on bit 30 so that the
         # common x86_64 calls do not pay for x32's many small ranges.
         trees = []
@@ -212,7 +213,9 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
             items.append(Label(nxt))
     for label, (_, body) in zip(labels, sections):
         items += [Label(label)] + body
-    items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)] + block_code
+    if any(enosys.values()):
+        items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)]
+    items += block_code
     stub = assemble(items, beyond)
     _check_size(len(stub), len(compiled.program))
     return Patched(stub + compiled.program, len(stub), enosys, mode, emulate, compiled)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.multiplexed import multiplexers
+
 from ocishim import syscalls
 from ocishim.actions import RET_ALLOW, RET_ERRNO
 from ocishim.arch import BY_NAME, X32_SYSCALL_BIT
@@ -165,7 +167,7 @@ def test_stub_with_long_jumps_answers_right(native, extras):
     check_jumps(patched.program)
     assert len(patched.program) <= BPF_MAXINSNS
     for arch in compiled.arches:
-        named = {syscalls.resolve(arch.name, n) for n in names} - {None}
+        named = ({syscalls.resolve(arch.name, n) for n in names} - {None}) | multiplexers(arch.name, names)
         base = X32_SYSCALL_BIT if arch.name == "x32" else 0
         for nr in list(range(base, base + 1101)) + ([0xF0000 + i for i in range(0x11)] if arch.name == "arm" else []):
             got = emu.run(patched.program, arch, nr).ret

@@ -1,0 +1,206 @@
+"""Every answer a seccomp program can give, per range of syscall numbers, over all arguments.
+
+The emulator answers one call. The patcher and the trust checks need more: for each
+nr of an arch, the set of returns the program can reach for *some* arguments (named(A)
+of semantics.md is every nr where that set is not just the default action).
+
+One walk of the program does it. The walk carries an interval of nr values and the
+contents of A, X and M[] as one of:
+- a constant (the arch after `ld [4]`, an immediate, arithmetic on constants);
+- NR: exactly the syscall number, as `ld [0]` loads it;
+- unknown (arguments, the instruction pointer, arithmetic on NR).
+A jump that compares NR with a constant splits the interval in two and both halves
+walk on; a jump on a constant goes one way; a jump on an unknown value goes both ways.
+Programs cannot loop, so the walk ends. It over-approximates only where a program does
+arithmetic on nr or tests nr bits (libseccomp does neither): answers there include
+every branch, which counts more numbers as named, the safe direction for the stub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..arch import Arch
+from ..errors import BpfError
+from .insn import (ABS, ADD, ALU, AND, BPF_MEMWORDS, DIV, IMM, JA, JEQ, JGE, JGT, JMP, JSET, LD,
+                   LDX, LEN, LSH, MEM, MISC, MOD, MUL, NEG, OFF_ARCH, OFF_NR, OR, RET, RSH,
+                   SIZEOF_SECCOMP_DATA, ST, STX, SUB, TAX, W, XOR, A as SRC_A, Insn, bpf_class,
+                   bpf_mode, bpf_op, bpf_src, X)
+
+_MASK = 0xFFFFFFFF
+NR = "nr"  # the value is the syscall number itself
+# A return whose value is not known (`ret a` with A unknown): any action at all.
+ANY = -1
+
+Value = int | str | None  # constant, NR, or unknown
+
+
+@dataclass(frozen=True)
+class Span:
+    """nr in [lo, hi] (inclusive) gets one of `answers` (SECCOMP_RET_* values, or ANY)."""
+
+    lo: int
+    hi: int
+    answers: frozenset[int]
+
+
+def _alu(op: int, a: int, b: int) -> int | None:
+    if op in (DIV, MOD) and b == 0:
+        return None  # the kernel refuses such programs; treat as unknown
+    if op == ADD:
+        return (a + b) & _MASK
+    if op == SUB:
+        return (a - b) & _MASK
+    if op == MUL:
+        return (a * b) & _MASK
+    if op == DIV:
+        return a // b
+    if op == MOD:
+        return a % b
+    if op == OR:
+        return a | b
+    if op == AND:
+        return a & b
+    if op == XOR:
+        return a ^ b
+    if op == LSH:
+        return (a << b) & _MASK if b < 32 else 0
+    if op == RSH:
+        return a >> b if b < 32 else 0
+    if op == NEG:
+        return (-a) & _MASK
+    return None
+
+
+class _Walker:
+    def __init__(self, program: Sequence[Insn], arch: Arch) -> None:
+        self.program = program
+        self.audit = arch.audit
+        self.memo: dict[tuple, tuple[Span, ...]] = {}
+
+    def walk(self, pc: int, lo: int, hi: int, a: Value, x: Value, mem: tuple) -> tuple[Span, ...]:
+        key = (pc, lo, hi, a, x, mem)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._step(pc, lo, hi, a, x, mem)
+        return found
+
+    def _step(self, pc: int, lo: int, hi: int, a: Value, x: Value, mem: tuple) -> tuple[Span, ...]:
+        program = self.program
+        while True:
+            if not 0 <= pc < len(program):
+                raise BpfError(f"insn {pc}", "control runs off the end of the program")
+            insn = program[pc]
+            code, k = insn.code, insn.k
+            cls = bpf_class(code)
+            pc += 1
+            if cls == RET:
+                if code & 0x18 == SRC_A:
+                    value = a if isinstance(a, int) else ANY
+                else:
+                    value = k
+                return (Span(lo, hi, frozenset({value})),)
+            if cls == LD:
+                mode = bpf_mode(code)
+                if mode == IMM:
+                    a = k
+                elif mode == LEN:
+                    a = SIZEOF_SECCOMP_DATA
+                elif mode == MEM:
+                    a = mem[k] if k < BPF_MEMWORDS else None
+                elif mode == ABS and code & 0x18 == W:
+                    a = NR if k == OFF_NR else self.audit if k == OFF_ARCH else None
+                else:
+                    a = None
+            elif cls == LDX:
+                mode = bpf_mode(code)
+                x = k if mode == IMM else SIZEOF_SECCOMP_DATA if mode == LEN else \
+                    (mem[k] if mode == MEM and k < BPF_MEMWORDS else None)
+            elif cls == ST:
+                mem = mem[:k] + (a,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
+            elif cls == STX:
+                mem = mem[:k] + (x,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
+            elif cls == MISC:
+                if bpf_op(code) == TAX:
+                    x = a
+                else:
+                    a = x
+            elif cls == ALU:
+                b = x if bpf_src(code) == X else k
+                op = bpf_op(code)
+                if op == NEG:
+                    a = _alu(op, a, 0) if isinstance(a, int) else None
+                else:
+                    a = _alu(op, a, b) if isinstance(a, int) and isinstance(b, int) else None
+            elif cls == JMP:
+                op = bpf_op(code)
+                if op == JA:
+                    pc += k
+                    continue
+                b = x if bpf_src(code) == X else k
+                t, f = pc + insn.jt, pc + insn.jf
+                if isinstance(a, int) and isinstance(b, int):
+                    taken = {JEQ: a == b, JGT: a > b, JGE: a >= b, JSET: bool(a & b)}.get(op)
+                    if taken is None:
+                        raise BpfError(f"insn {pc - 1}", f"unknown jump {code:#06x}")
+                    pc = t if taken else f
+                    continue
+                if a == NR and isinstance(b, int) and op in (JEQ, JGT, JGE):
+                    return self._fork_on_nr(op, b, t, f, lo, hi, a, x, mem)
+                # Unknown operands (arguments, bits of nr): either way may be taken.
+                return _overlay(self.walk(t, lo, hi, a, x, mem), self.walk(f, lo, hi, a, x, mem))
+            else:
+                raise BpfError(f"insn {pc - 1}", f"unknown instruction class {cls}")
+
+    def _fork_on_nr(self, op, k, t, f, lo, hi, a, x, mem) -> tuple[Span, ...]:
+        if op == JEQ:
+            parts = [(max(lo, k + 1), hi, f), (max(lo, k), min(hi, k), t), (lo, min(hi, k - 1), f)]
+        elif op == JGT:
+            parts = [(max(lo, k + 1), hi, t), (lo, min(hi, k), f)]
+        else:
+            parts = [(max(lo, k), hi, t), (lo, min(hi, k - 1), f)]
+        spans: list[Span] = []
+        for p_lo, p_hi, target in sorted(parts):
+            if p_lo <= p_hi:
+                spans.extend(self.walk(target, p_lo, p_hi, a, x, mem))
+        return tuple(spans)
+
+
+def _overlay(one: tuple[Span, ...], two: tuple[Span, ...]) -> tuple[Span, ...]:
+    """Two partitions of the same interval joined: cut at every boundary, union the answers."""
+    cuts = sorted({s.lo for s in one} | {s.lo for s in two})
+    hi = one[-1].hi
+    out: list[Span] = []
+    i = j = 0
+    for n, start in enumerate(cuts):
+        end = cuts[n + 1] - 1 if n + 1 < len(cuts) else hi
+        while one[i].hi < start:
+            i += 1
+        while two[j].hi < start:
+            j += 1
+        answers = one[i].answers | two[j].answers
+        if out and out[-1].answers == answers:
+            out[-1] = Span(out[-1].lo, end, answers)
+        else:
+            out.append(Span(start, end, answers))
+    return tuple(out)
+
+
+def spans(program: Sequence[Insn], arch: Arch, lo: int = 0, hi: int = _MASK) -> tuple[Span, ...]:
+    """Partition [lo, hi] of arch's nr values by the set of answers the program can give."""
+    walker = _Walker(program, arch)
+    raw = walker.walk(0, lo, hi, None, None, (None,) * BPF_MEMWORDS)
+    out: list[Span] = []
+    for s in sorted(raw, key=lambda s: s.lo):
+        if out and out[-1].answers == s.answers and out[-1].hi + 1 == s.lo:
+            out[-1] = Span(out[-1].lo, s.hi, s.answers)
+        else:
+            out.append(s)
+    return tuple(out)
+
+
+def answers(program: Sequence[Insn], arch: Arch, nr: int) -> frozenset[int]:
+    """Every answer the program can give to nr on arch, for some arguments."""
+    (span,) = spans(program, arch, nr, nr)
+    return span.answers
