@@ -73,130 +73,119 @@ def _alu(op: int, a: int, b: int) -> int | None:
     return None
 
 
-class _Walker:
-    def __init__(self, program: Sequence[Insn], arch: Arch) -> None:
-        self.program = program
-        self.audit = arch.audit
-        self.memo: dict[tuple, tuple[Span, ...]] = {}
+def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(lo, hi, answer) for every return the program reaches, with the nr interval that reaches it.
 
-    def walk(self, pc: int, lo: int, hi: int, a: Value, x: Value, mem: tuple) -> tuple[Span, ...]:
-        key = (pc, lo, hi, a, x, mem)
-        found = self.memo.get(key)
-        if found is None:
-            found = self.memo[key] = self._step(pc, lo, hi, a, x, mem)
-        return found
-
-    def _step(self, pc: int, lo: int, hi: int, a: Value, x: Value, mem: tuple) -> tuple[Span, ...]:
-        program = self.program
-        while True:
-            if not 0 <= pc < len(program):
-                raise BpfError(f"insn {pc}", "control runs off the end of the program")
-            insn = program[pc]
-            code, k = insn.code, insn.k
-            cls = bpf_class(code)
-            pc += 1
-            if cls == RET:
-                if code & 0x18 == SRC_A:
-                    value = a if isinstance(a, int) else ANY
+    Jumps only go forward, so visiting pcs in order sees every way into a pc before
+    the pc itself: each distinct state is stepped once, however many paths share it.
+    """
+    n = len(program)
+    pending: dict[int, set[tuple]] = {0: {(lo, hi, None, None, (None,) * BPF_MEMWORDS)}}
+    reached: list[tuple[int, int, int]] = []
+    for start in range(n):
+        for lo, hi, a, x, mem in pending.pop(start, ()):
+            pc = start
+            while True:
+                insn = program[pc]
+                code, k = insn.code, insn.k
+                cls = bpf_class(code)
+                pc += 1
+                if cls == RET:
+                    value = (a if isinstance(a, int) else ANY) if code & 0x18 == SRC_A else k
+                    reached.append((lo, hi, value))
+                    break
+                if cls == JMP:
+                    op = bpf_op(code)
+                    if op == JA:
+                        targets = [(pc + k, lo, hi)]
+                    else:
+                        b = x if bpf_src(code) == X else k
+                        t, f = pc + insn.jt, pc + insn.jf
+                        if isinstance(a, int) and isinstance(b, int):
+                            taken = {JEQ: a == b, JGT: a > b, JGE: a >= b, JSET: bool(a & b)}.get(op)
+                            if taken is None:
+                                raise BpfError(f"insn {pc - 1}", f"unknown jump {code:#06x}")
+                            targets = [(t if taken else f, lo, hi)]
+                        elif a == NR and isinstance(b, int) and op in (JEQ, JGT, JGE):
+                            targets = _fork_on_nr(op, b, t, f, lo, hi)
+                        else:
+                            # Unknown operands (arguments, bits of nr): either way may be taken.
+                            targets = [(t, lo, hi), (f, lo, hi)]
+                    for target, t_lo, t_hi in targets:
+                        if not target < n:
+                            raise BpfError(f"insn {pc - 1}", "a jump leaves the program")
+                        pending.setdefault(target, set()).add((t_lo, t_hi, a, x, mem))
+                    break
+                if pc >= n:
+                    raise BpfError(f"insn {pc - 1}", "control runs off the end of the program")
+                if cls == LD:
+                    mode = bpf_mode(code)
+                    if mode == IMM:
+                        a = k
+                    elif mode == LEN:
+                        a = SIZEOF_SECCOMP_DATA
+                    elif mode == MEM:
+                        a = mem[k] if k < BPF_MEMWORDS else None
+                    elif mode == ABS and code & 0x18 == W:
+                        a = NR if k == OFF_NR else audit if k == OFF_ARCH else None
+                    else:
+                        a = None
+                elif cls == LDX:
+                    mode = bpf_mode(code)
+                    x = k if mode == IMM else SIZEOF_SECCOMP_DATA if mode == LEN else \
+                        (mem[k] if mode == MEM and k < BPF_MEMWORDS else None)
+                elif cls == ST:
+                    mem = mem[:k] + (a,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
+                elif cls == STX:
+                    mem = mem[:k] + (x,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
+                elif cls == MISC:
+                    if bpf_op(code) == TAX:
+                        x = a
+                    else:
+                        a = x
+                elif cls == ALU:
+                    b = x if bpf_src(code) == X else k
+                    op = bpf_op(code)
+                    if op == NEG:
+                        a = _alu(op, a, 0) if isinstance(a, int) else None
+                    else:
+                        a = _alu(op, a, b) if isinstance(a, int) and isinstance(b, int) else None
                 else:
-                    value = k
-                return (Span(lo, hi, frozenset({value})),)
-            if cls == LD:
-                mode = bpf_mode(code)
-                if mode == IMM:
-                    a = k
-                elif mode == LEN:
-                    a = SIZEOF_SECCOMP_DATA
-                elif mode == MEM:
-                    a = mem[k] if k < BPF_MEMWORDS else None
-                elif mode == ABS and code & 0x18 == W:
-                    a = NR if k == OFF_NR else self.audit if k == OFF_ARCH else None
-                else:
-                    a = None
-            elif cls == LDX:
-                mode = bpf_mode(code)
-                x = k if mode == IMM else SIZEOF_SECCOMP_DATA if mode == LEN else \
-                    (mem[k] if mode == MEM and k < BPF_MEMWORDS else None)
-            elif cls == ST:
-                mem = mem[:k] + (a,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
-            elif cls == STX:
-                mem = mem[:k] + (x,) + mem[k + 1:] if k < BPF_MEMWORDS else mem
-            elif cls == MISC:
-                if bpf_op(code) == TAX:
-                    x = a
-                else:
-                    a = x
-            elif cls == ALU:
-                b = x if bpf_src(code) == X else k
-                op = bpf_op(code)
-                if op == NEG:
-                    a = _alu(op, a, 0) if isinstance(a, int) else None
-                else:
-                    a = _alu(op, a, b) if isinstance(a, int) and isinstance(b, int) else None
-            elif cls == JMP:
-                op = bpf_op(code)
-                if op == JA:
-                    pc += k
-                    continue
-                b = x if bpf_src(code) == X else k
-                t, f = pc + insn.jt, pc + insn.jf
-                if isinstance(a, int) and isinstance(b, int):
-                    taken = {JEQ: a == b, JGT: a > b, JGE: a >= b, JSET: bool(a & b)}.get(op)
-                    if taken is None:
-                        raise BpfError(f"insn {pc - 1}", f"unknown jump {code:#06x}")
-                    pc = t if taken else f
-                    continue
-                if a == NR and isinstance(b, int) and op in (JEQ, JGT, JGE):
-                    return self._fork_on_nr(op, b, t, f, lo, hi, a, x, mem)
-                # Unknown operands (arguments, bits of nr): either way may be taken.
-                return _overlay(self.walk(t, lo, hi, a, x, mem), self.walk(f, lo, hi, a, x, mem))
-            else:
-                raise BpfError(f"insn {pc - 1}", f"unknown instruction class {cls}")
-
-    def _fork_on_nr(self, op, k, t, f, lo, hi, a, x, mem) -> tuple[Span, ...]:
-        if op == JEQ:
-            parts = [(max(lo, k + 1), hi, f), (max(lo, k), min(hi, k), t), (lo, min(hi, k - 1), f)]
-        elif op == JGT:
-            parts = [(max(lo, k + 1), hi, t), (lo, min(hi, k), f)]
-        else:
-            parts = [(max(lo, k), hi, t), (lo, min(hi, k - 1), f)]
-        spans: list[Span] = []
-        for p_lo, p_hi, target in sorted(parts):
-            if p_lo <= p_hi:
-                spans.extend(self.walk(target, p_lo, p_hi, a, x, mem))
-        return tuple(spans)
+                    raise BpfError(f"insn {pc - 1}", f"unknown instruction class {cls}")
+    return reached
 
 
-def _overlay(one: tuple[Span, ...], two: tuple[Span, ...]) -> tuple[Span, ...]:
-    """Two partitions of the same interval joined: cut at every boundary, union the answers."""
-    cuts = sorted({s.lo for s in one} | {s.lo for s in two})
-    hi = one[-1].hi
-    out: list[Span] = []
-    i = j = 0
-    for n, start in enumerate(cuts):
-        end = cuts[n + 1] - 1 if n + 1 < len(cuts) else hi
-        while one[i].hi < start:
-            i += 1
-        while two[j].hi < start:
-            j += 1
-        answers = one[i].answers | two[j].answers
-        if out and out[-1].answers == answers:
-            out[-1] = Span(out[-1].lo, end, answers)
-        else:
-            out.append(Span(start, end, answers))
-    return tuple(out)
+def _fork_on_nr(op: int, k: int, t: int, f: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """Split [lo, hi] by `nr OP k` into the parts that go to t and to f."""
+    if op == JEQ:
+        parts = [(t, max(lo, k), min(hi, k)), (f, lo, min(hi, k - 1)), (f, max(lo, k + 1), hi)]
+    elif op == JGT:
+        parts = [(t, max(lo, k + 1), hi), (f, lo, min(hi, k))]
+    else:
+        parts = [(t, max(lo, k), hi), (f, lo, min(hi, k - 1))]
+    return [p for p in parts if p[1] <= p[2]]
 
 
 def spans(program: Sequence[Insn], arch: Arch, lo: int = 0, hi: int = _MASK) -> tuple[Span, ...]:
     """Partition [lo, hi] of arch's nr values by the set of answers the program can give."""
-    walker = _Walker(program, arch)
-    raw = walker.walk(0, lo, hi, None, None, (None,) * BPF_MEMWORDS)
+    events: dict[int, list[tuple[int, int]]] = {}
+    for r_lo, r_hi, value in _walk(program, arch.audit, lo, hi):
+        events.setdefault(r_lo, []).append((value, 1))
+        events.setdefault(r_hi + 1, []).append((value, -1))
+    active: dict[int, int] = {}
     out: list[Span] = []
-    for s in sorted(raw, key=lambda s: s.lo):
-        if out and out[-1].answers == s.answers and out[-1].hi + 1 == s.lo:
-            out[-1] = Span(out[-1].lo, s.hi, s.answers)
+    cuts = sorted(events)
+    for i, cut in enumerate(cuts):
+        if cut > hi:
+            break
+        for value, delta in events[cut]:
+            active[value] = active.get(value, 0) + delta
+        end = cuts[i + 1] - 1 if i + 1 < len(cuts) else hi
+        answers = frozenset(v for v, count in active.items() if count)
+        if out and out[-1].answers == answers:
+            out[-1] = Span(out[-1].lo, end, answers)
         else:
-            out.append(s)
+            out.append(Span(cut, end, answers))
     return tuple(out)
 
 

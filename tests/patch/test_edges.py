@@ -200,7 +200,7 @@ def test_auto_mode_on_x86_reaches_far():
 LACKED = ("mseal", "statmount", "listmount", "lsm_get_self_attr", "setxattrat")
 
 
-def oversized_by_own_rules(n: int = 1200) -> Profile:
+def oversized_by_own_rules(n: int = 4500) -> Profile:
     """Thousands of argument rules for names libseccomp 2.5.4 lacks: ocishim compiles them all."""
     rules = tuple(Rule((LACKED[i % len(LACKED)],), "SCMP_ACT_ALLOW", None,
                        (ArgCond(i % 6, 1000 + i, 0, "SCMP_CMP_EQ"),)) for i in range(n))
