@@ -7,10 +7,17 @@ PY := $(VENV)/bin/python
 SHARED ?= ../shared
 PROFILES := $(SHARED)/data/profiles
 
-# What the tests and the demo run: the real runtimes, a compiler for the probe
-# programs, and the tools that build test root file systems.
-DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd strace \
-        busybox-static debootstrap
+# What the tests and the demo run: the real runtimes (docker.io for dockerd), a compiler
+# for the probe programs, the tools that build test root file systems, and what runc's
+# own seccomp bats tests need (bats, and Go with runc's Debian build dependencies for
+# their helper programs: integration/runc_bats.py).
+DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd docker.io strace \
+        busybox-static debootstrap \
+        bats jq xz-utils dpkg-dev golang-go libseccomp-dev pkgconf \
+        golang-github-containerd-console-dev golang-github-urfave-cli-dev \
+        golang-github-cyphar-filepath-securejoin-dev golang-github-opencontainers-specs-dev \
+        golang-github-seccomp-libseccomp-golang-dev golang-github-sirupsen-logrus-dev \
+        golang-golang-x-sys-dev
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -67,6 +67,20 @@ _RET_NAMES = (
 _NAME_OF = dict(_RET_NAMES)
 
 
+def strictness(ret: int) -> int:
+    """Rank of an answer by the kernel's precedence: higher is stricter; any two ERRNOs tie.
+
+    Unknown actions rank as KILL_PROCESS, which is what the kernel makes of them.
+    """
+    if ret & RET_ACTION_FULL == RET_KILL_PROCESS:
+        return len(_RET_NAMES)
+    base = ret & 0x7FFF0000
+    for rank, (value, _) in enumerate(reversed(_RET_NAMES)):
+        if value == base:
+            return rank
+    return len(_RET_NAMES)
+
+
 def errno_name(value: int) -> str:
     return _errno.errorcode.get(value, str(value))
 

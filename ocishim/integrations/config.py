@@ -6,31 +6,34 @@ Two things go into the config, both derived from the same patched program:
   linux.seccomp, which therefore stays. ocishim owns this annotation: any value
   already there is replaced (it may come from a pod and be weaker than the profile).
 - the portable rewrite, for runc and others: one rule appended to linux.seccomp,
-  ERRNO(ENOSYS) for the names of E(A) that the host libseccomp knows.
+  ERRNO(ENOSYS) for every name of E(A) in ocishim's table (the runtime's libseccomp
+  may know names the one loaded here does not; runtimes skip names they cannot resolve).
 
-The rewrite is idempotent: the appended rule is recorded in the `ocishim.enosys-rule`
-annotation and taken out again before a config is patched a second time. Taking an
-ERRNO rule out can never let a call through, because that is only done when the
-default action refuses calls too.
+The rewrite is idempotent without trusting anything in the config: a last rule of the
+shape ocishim appends counts as ocishim's only when the patch of the config without it
+appends exactly that rule again and answers nowhere less strictly; then the config
+comes out as it went in. Otherwise it stays, as a rule of the profile. (Earlier versions trusted an
+`ocishim.enosys-rule` annotation to find it; a pod can set that, so it is ignored.)
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from .. import libseccomp, syscalls
 from ..bpf.insn import encode
+from ..compile import MULTIPLEXED
 from ..errors import ProfileError
 from ..patch import Mode, Patched, Version, patch_profile
+from ..patch.compare import weakenings
 from ..patch.enosys import contains, stub_applies
-from ..profile import load_object
+from ..profile import jsontext, load_object
+from .settings import Settings, for_container
 
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
-RULE_ANNOTATION = "ocishim.enosys-rule"
 ENOSYS = 38
 
 
@@ -46,30 +49,39 @@ def _our_rule(names: list[str]) -> dict[str, Any]:
     return {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}
 
 
-def strip_previous(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as it was before ocishim appended its rule (a copy; the input is kept)."""
+def _previous_rule(config: dict[str, Any]) -> list[str] | None:
+    """The names of a last rule shaped like the one ocishim appends, or None."""
+    linux = config.get("linux")
+    seccomp = linux.get("seccomp") if isinstance(linux, dict) else None
+    rules = seccomp.get("syscalls") if isinstance(seccomp, dict) else None
+    if not isinstance(rules, list) or not rules:
+        return None
+    last = rules[-1]
+    if not isinstance(last, dict) or set(last) != {"names", "action", "errnoRet"}:
+        return None
+    names = last["names"]
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return None
+    if last != _our_rule(names) or type(last["errnoRet"]) is not int:
+        return None
+    return names
+
+
+def _without_last_rule(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
-    annotations = config.get("annotations")
-    if not isinstance(annotations, dict) or RULE_ANNOTATION not in annotations:
-        return config
-    marker = annotations.pop(RULE_ANNOTATION)
-    rules = (((config.get("linux") or {}).get("seccomp") or {}).get("syscalls"))
-    try:
-        info = json.loads(marker)
-        index, names = info["index"], info["names"]
-    except (TypeError, ValueError, KeyError):
-        raise ProfileError(f"annotations.{RULE_ANNOTATION}", "not what ocishim writes") from None
-    if isinstance(rules, list) and isinstance(index, int) and 0 <= index < len(rules) \
-            and rules[index] == _our_rule(names):
-        del rules[index]
+    del config["linux"]["seccomp"]["syscalls"][-1]
     return config
 
 
 def portable_names(patched: Patched, named: set[str]) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
     """Names for the JSON ERRNO(ENOSYS) rule, and the (arch, nr) of E(A) it cannot cover.
 
-    A name goes in only if the host libseccomp knows it and it is in E(A) on every arch
-    of the filter that has it: the rule applies to all arches at once.
+    A name goes in when it is in E(A) on every arch of the filter that has it (the rule
+    applies to all arches at once), whether the libseccomp loaded here knows it or not:
+    the runtime's may (static runc builds carry their own). Left out: names whose number
+    the libseccomp here puts elsewhere than the table does, where the rule could land on
+    another syscall, and socket and IPC names where libseccomp would also put the rule on
+    socketcall or ipc (an ERRNO there could be weaker than a KILL or TRAP default).
     """
     arches = [a for a in patched.compiled.arches if a.name in syscalls.arches()]
     candidates: dict[str, None] = {}
@@ -83,10 +95,16 @@ def portable_names(patched: Patched, named: set[str]) -> tuple[tuple[str, ...], 
     # call); with --emulate-kernel only the BPF annotation can answer ENOSYS for it.
     chosen = []
     for name in candidates:
-        ok = name not in named and libseccomp.knows(arches[0], name)
+        ok = name not in named
+        if name in MULTIPLEXED and any(libseccomp.resolve_name(a, name) < -1
+                                       for a in arches if a in libseccomp.supported_arches()):
+            ok = False
         for arch in arches:
             nr = syscalls.resolve(arch.name, name)
             if nr is not None and not contains(patched.enosys.get(arch.name, ()), nr):
+                ok = False
+            theirs = libseccomp.resolve_name(arch, name) if arch in libseccomp.supported_arches() else -1
+            if theirs >= 0 and theirs != nr:
                 ok = False
         if ok:
             chosen.append(name)
@@ -106,7 +124,21 @@ def rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None = None,
     """The config with the patched filter for every runtime; fails closed on any error."""
     if not isinstance(config, dict):
         raise ProfileError(source, "config.json must be a JSON object")
-    config = strip_previous(config)
+    previous = _previous_rule(config)
+    kept = _rewrite(copy.deepcopy(config), mode, emulate, source, unknown_fail)
+    if previous is not None and kept.patched is not None:
+        stripped = _rewrite(_without_last_rule(config), mode, emulate, source, unknown_fail)
+        # The patch of the config without it appends this very rule again, and nothing
+        # answers less strictly: the config comes out as it went in (re-patching is stable),
+        # and no rule of the profile is removed or changed.
+        if previous == list(stripped.enosys_names) and \
+                not weakenings(stripped.patched, kept.patched):
+            return stripped
+    return kept
+
+
+def _rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None, source: str,
+             unknown_fail: bool) -> Rewrite:
     loaded = load_object(config, source, kind="config")
     if loaded.profile is None:
         return Rewrite(None, None)
@@ -125,10 +157,31 @@ def rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None = None,
         if rules is None:
             rules = seccomp["syscalls"] = []
         rules.append(_our_rule(list(names)))
-        annotations[RULE_ANNOTATION] = json.dumps({"index": len(rules) - 1, "names": list(names)},
-                                                  separators=(",", ":"))
+    else:
+        names = ()
     return Rewrite(config, patched, names, uncovered)
 
 
+def rewrite_for_container(config: dict[str, Any], settings: Settings, source: str) -> Rewrite:
+    """rewrite() with the administrator's settings and the container's annotations (rule 10).
+
+    The annotations count only where the result is nowhere weaker than the settings alone
+    give; otherwise no container, and the message names the annotation. When the settings
+    alone refuse the config, so does every annotation.
+    """
+    chosen, changed = for_container(settings, config)
+    base = rewrite(config, settings.mode, settings.emulate, source, settings.unknown_fail)
+    if not changed or base.config is None:
+        return base
+    result = rewrite(config, chosen.mode, chosen.emulate, source, chosen.unknown_fail)
+    found = weakenings(result.patched, base.patched)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ProfileError(", ".join(changed), f"refused: weaker than the administrator's settings: "
+                                               f"{found[0]}{more}")
+    return result
+
+
 def dumps(config: dict[str, Any]) -> str:
-    return json.dumps(config, indent=2) + "\n"
+    """The config as JSON text; numbers keep the text they were read with (rule 11)."""
+    return jsontext.dumps(config)

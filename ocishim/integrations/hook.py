@@ -14,8 +14,9 @@ from typing import IO
 
 from ..errors import OcishimError, ProfileError, SystemFailure
 from ..files import write_atomically
-from .config import dumps, rewrite
-from .settings import Settings, for_container, load_settings, log
+from ..profile.parse import decode
+from .config import dumps, rewrite_for_container
+from .settings import Settings, load_settings, log
 
 HOOKS_D_NAME = "ocishim-precreate.json"
 
@@ -25,14 +26,12 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
     settings = settings or Settings()
     try:
         text = stdin.read()
-        try:
-            config = json.loads(text)
-        except ValueError as exc:
-            raise ProfileError("stdin", f"not a JSON config: {exc}") from None
+        config = decode(text, "stdin")
         if not isinstance(config, dict):
             raise ProfileError("stdin", "the config must be a JSON object")
-        settings = for_container(settings, config)
-        result = rewrite(config, settings.mode, settings.emulate, "stdin", settings.unknown_fail)
+        result = rewrite_for_container(config, settings, "stdin")
+        for warning in result.patched.compiled.warnings if result.patched else ():
+            log(settings, "warning", f"precreate: {warning}", stderr=False)
     except OcishimError as exc:
         log(settings, "error", f"precreate: {exc}; the container is not created", stderr=False)
         print(f"ocishim: {exc}", file=sys.stderr)
@@ -41,8 +40,9 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
         log(settings, "info", "precreate: the config has no linux.seccomp: no filter, left unchanged")
         stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
-    log(settings, "info", f"precreate: patched (--enosys {settings.mode}"
-        + (f", emulate {settings.emulate[0]}.{settings.emulate[1]}" if settings.emulate else "")
+    mode, emulate = result.patched.mode, result.patched.emulate
+    log(settings, "info", f"precreate: patched (--enosys {mode}"
+        + (f", emulate {emulate[0]}.{emulate[1]}" if emulate else "")
         + f"): {len(result.patched.program)} instructions, "
         f"JSON rule with {len(result.enosys_names)} names")
     stdout.write(dumps(result.config))

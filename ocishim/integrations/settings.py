@@ -2,10 +2,13 @@
 
 /etc/ocishim/config.json (or $OCISHIM_CONFIG), every key optional:
     {"enosys": "unnamed", "emulate-kernel": "5.10", "unknown-syscall": "warn",
+     "annotations": "use" | "ignore",
      "log": "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc"}
-Annotations override the mode per container: ocishim.enosys, ocishim.emulate-kernel,
-ocishim.unknown-syscall. None of them can weaken a filter: they only choose which
-refused calls answer ENOSYS instead of the profile's errno.
+The file is the administrator's and is trusted. Annotations come with the container
+(from a pod spec) and are not: ocishim.enosys, ocishim.emulate-kernel and
+ocishim.unknown-syscall may choose another mode per container only where the result
+is nowhere weaker than the settings alone give (integrations/config.py checks that,
+rule 10 of semantics.md), and "annotations": "ignore" turns them off.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ..patch import Mode, Version, parse_kernel, parse_mode
 
 DEFAULT_PATH = "/etc/ocishim/config.json"
 ANNOTATION_PREFIX = "ocishim."
-_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "log", "runtime")
+_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "runtime")
+ANNOTATION_KEYS = ("enosys", "emulate-kernel", "unknown-syscall")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Settings:
     unknown_fail: bool = False
     log: str = "syslog"
     runtime: str | None = None
+    annotations: bool = True  # False: the container's ocishim.* annotations are ignored
 
 
 def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Settings:
@@ -47,13 +52,20 @@ def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Setting
         if not isinstance(value, str):
             raise UsageError(field, "must be a string")
         if key == "enosys":
-            settings = replace(settings, mode=parse_mode(value))
+            try:
+                settings = replace(settings, mode=parse_mode(value))
+            except UsageError as exc:
+                raise UsageError(field, exc.message) from None
         elif key == "emulate-kernel":
             settings = replace(settings, emulate=parse_kernel(value, field))
         elif key == "unknown-syscall":
             if value not in ("warn", "fail"):
                 raise UsageError(field, "must be warn or fail")
             settings = replace(settings, unknown_fail=value == "fail")
+        elif key == "annotations" and not where.startswith("annotations"):
+            if value not in ("use", "ignore"):
+                raise UsageError(field, "must be use or ignore")
+            settings = replace(settings, annotations=value == "use")
         elif key == "log" and not where.startswith("annotations"):
             settings = replace(settings, log=value)
         elif key == "runtime" and not where.startswith("annotations"):
@@ -76,17 +88,37 @@ def load_settings(path: str | None = None) -> Settings:
     return _apply(Settings(), values, f"{path}: ")
 
 
-def for_container(settings: Settings, config: Mapping[str, Any]) -> Settings:
-    """Settings with the container's ocishim.* annotations applied."""
+def container_annotations(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The container's ocishim.* choices (key without prefix -> value), none if ignored."""
     annotations = config.get("annotations") if isinstance(config, Mapping) else None
-    if annotations is None:
-        return settings
+    if annotations is None or not settings.annotations:
+        return {}
     if not isinstance(annotations, Mapping):
         raise ProfileError("annotations", "must be an object of strings")
-    ours = {k[len(ANNOTATION_PREFIX):]: v for k, v in annotations.items()
+    return {k[len(ANNOTATION_PREFIX):]: v for k, v in annotations.items()
             if isinstance(k, str) and k.startswith(ANNOTATION_PREFIX)
-            and k[len(ANNOTATION_PREFIX):] in ("enosys", "emulate-kernel", "unknown-syscall")}
-    return _apply(settings, ours, "annotations.ocishim.")
+            and k[len(ANNOTATION_PREFIX):] in ANNOTATION_KEYS}
+
+
+def for_container(settings: Settings, config: Mapping[str, Any]) -> tuple[Settings, tuple[str, ...]]:
+    """Settings with the container's annotations applied, and the annotations that changed them.
+
+    A bad value is an error naming the annotation, even one equal in effect to the settings:
+    the container asked for something ocishim cannot read.
+    """
+    ours = container_annotations(settings, config)
+    for key, value in ours.items():
+        if value is not None and not isinstance(value, str):
+            raise ProfileError(f"annotations.{ANNOTATION_PREFIX}{key}", "must be a string")
+    try:
+        chosen = _apply(settings, ours, f"annotations.{ANNOTATION_PREFIX}")
+    except UsageError as exc:
+        raise ProfileError(exc.where, exc.message) from None
+    changed = []
+    for key, attr in (("enosys", "mode"), ("emulate-kernel", "emulate"), ("unknown-syscall", "unknown_fail")):
+        if key in ours and getattr(chosen, attr) != getattr(settings, attr):
+            changed.append(f"annotations.{ANNOTATION_PREFIX}{key}")
+    return chosen, tuple(changed)
 
 
 def log(settings: Settings, level: str, message: str, stderr: bool = True) -> None:

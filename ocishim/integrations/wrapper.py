@@ -20,8 +20,9 @@ from typing import Sequence
 
 from ..errors import OcishimError, SystemFailure, UsageError
 from ..files import write_atomically
-from .config import dumps, rewrite
-from .settings import for_container, load_settings, log
+from ..profile.parse import read_json
+from .config import dumps, rewrite_for_container
+from .settings import load_settings, log
 
 # Global flags of runc and crun that take a value; every other global flag is a switch.
 VALUE_FLAGS = frozenset({"--log", "--log-format", "--root", "--criu", "--rootless",
@@ -126,22 +127,17 @@ def find_real_runtime(inv: Invocation, configured: str | None) -> str:
 def patch_bundle(bundle: str, settings) -> str:
     """Rewrite bundle/config.json in place; returns what was done, for the log."""
     path = os.path.join(bundle, "config.json")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except OSError as exc:
-        raise SystemFailure(path, f"cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise UsageError(path, f"not valid JSON: {exc}") from None
-    settings = for_container(settings, config if isinstance(config, dict) else {})
-    result = rewrite(config, settings.mode, settings.emulate, path, settings.unknown_fail)
+    config = read_json(path)
+    result = rewrite_for_container(config, settings, path)
+    for warning in result.patched.compiled.warnings if result.patched else ():
+        log(settings, "warning", f"{path}: {warning}", stderr=False)
     if result.config is None:
         return "no linux.seccomp: no filter, config left unchanged"
     try:
         write_atomically(path, dumps(result.config).encode())
     except OSError as exc:
         raise SystemFailure(path, f"cannot rewrite: {exc.strerror}") from None
-    return f"patched {path} (--enosys {settings.mode}), {len(result.patched.program)} instructions"
+    return f"patched {path} (--enosys {result.patched.mode}), {len(result.patched.program)} instructions"
 
 
 def report(inv: Invocation, message: str) -> None:
