@@ -382,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        from . import libseccomp
+
+        libseccomp.require()
         return args.func(args)
     except OcishimError as exc:
         print(f"ocishim: {exc}", file=sys.stderr)

@@ -23,12 +23,26 @@ _lib.seccomp_version.argtypes = ()
 _lib.seccomp_version.restype = ctypes.POINTER(_Version)
 
 NR_SCMP_ERROR = -1
+# The oldest libseccomp ocishim builds filters with: 2.5.0 brought the binary-tree
+# optimisation, user notification and the socket/IPC handling the patcher relies on.
+MINIMUM = (2, 5, 0)
 
 
 @functools.cache
 def version() -> tuple[int, int, int]:
     v = _lib.seccomp_version().contents
     return (v.major, v.minor, v.micro)
+
+
+def require() -> None:
+    """Fail with a clear message when the loaded libseccomp is older than MINIMUM."""
+    from .errors import SystemFailure
+
+    found = version()
+    if found < MINIMUM:
+        raise SystemFailure("libseccomp", f"found version {'.'.join(map(str, found))} "
+                                          f"({pyseccomp._libseccomp_path}); ocishim needs "
+                                          f"{'.'.join(map(str, MINIMUM))} or newer")
 
 
 def resolve_name(arch: Arch, name: str) -> int:

@@ -167,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         real = find_real_runtime(inv, settings.runtime)
         if inv.command in PATCHED_COMMANDS:
+            from .. import libseccomp
+
+            libseccomp.require()
             done = patch_bundle(bundle_of(inv), settings)
             log(settings, "info", f"{inv.command}: {done}", stderr=False)
     except OcishimError as exc:
