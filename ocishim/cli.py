@@ -143,10 +143,11 @@ def cmd_explain(args) -> int:
 
 
 def _print_runtime_notes(profile, patched) -> None:
-    """What plain runtimes and the portable JSON rewrite cannot do on this host."""
+    """What crun, runc and other JSON readers get, and what neither can do."""
     from . import libseccomp, syscalls
-    from .integrations.config import portable_names
+    from .explain import runtime_notes
 
+    notes = runtime_notes(profile, patched)
     version = ".".join(map(str, libseccomp.version()))
     lacking = sorted({r.name for r in patched.compiled.pending})
     print()
@@ -154,27 +155,26 @@ def _print_runtime_notes(profile, patched) -> None:
     if lacking:
         print(f"  does not know {len(lacking)} name(s) the profile uses; plain runc and crun drop "
               f"their rules, ocishim compiles them: {', '.join(lacking)}")
-    names, uncovered = portable_names(patched, set(profile.names()))
-    print(f"  runc and other runtimes (JSON rewrite): ERRNO(ENOSYS) rule for {len(names)} name(s)")
-    if uncovered:
-        # runc's own stub answers ENOSYS above the largest number its libseccomp can name.
-        runc_max = {}
-        for arch in patched.compiled.arches:
-            known = [libseccomp.resolve_name(arch, n) for n in profile.names()]
-            runc_max[arch.name] = max((nr for nr in known if nr >= 0), default=None)
-        above = [(a, nr) for a, nr in uncovered if runc_max.get(a) is not None and nr > runc_max[a]]
-        if above:
-            print("  runc's own stub answers ENOSYS above its maximum ("
-                  + ", ".join(f"{a} {m}" for a, m in runc_max.items() if m is not None)
-                  + f"): {len(above)} of these")
-        uncovered = tuple(u for u in uncovered if u not in above)
-    if uncovered:
+    print(f"crun (run.oci.seccomp_bpf_data): the program above, exactly "
+          f"({notes.crun_instructions} instructions)")
+    print(f"runc and other JSON readers: the profile plus an ERRNO(ENOSYS) rule for "
+          f"{len(notes.json_names)} name(s)"
+          + (f", {len(notes.json_names_unknown_here)} of them unknown to libseccomp {version} "
+             "(a runtime skips names its libseccomp cannot resolve)" if notes.json_names_unknown_here else ""))
+    if notes.runc_max:
+        print("  runc's own stub answers ENOSYS above the highest number its libseccomp names ("
+              + ", ".join(f"{a} {m}" for a, m in notes.runc_max.items()) + ")")
+    if notes.runc_enosys_over_rules:
+        print("  so under runc these syscalls the profile has rules for answer ENOSYS instead:")
+        for arch, name, nr in notes.runc_enosys_over_rules:
+            print(f"    {arch}: {name}({nr})")
+    if notes.neither:
         by_arch: dict[str, list[str]] = {}
-        for arch, nr in uncovered:
-            by_arch.setdefault(arch, []).append(f"{syscalls.name(arch, nr)}({nr:#x})" if nr >= 0x10000
-                                                else f"{syscalls.name(arch, nr)}({nr})")
-        print("  neither the JSON rewrite nor runc's stub covers these E(A) syscalls;"
-              " only crun's BPF annotation does:")
+        for arch, nr in notes.neither:
+            label = f"{nr:#x}" if nr >= 0x10000 else str(nr)
+            by_arch.setdefault(arch, []).append(f"{syscalls.name(arch, nr)}({label})")
+        print("  E(A) syscalls neither the JSON rule nor runc's stub answers ENOSYS for; "
+              "only crun's program does:")
         for arch, items in by_arch.items():
             print(f"    {arch}: {' '.join(items)}")
 

@@ -79,3 +79,50 @@ def explain(profile: Profile, arches: Sequence[Arch], before: Sequence[Insn],
             rules = tuple(rule_text(r) for r in rules_by_name.get(name, ())) if b_args or a_args else ()
             entries.append(Entry(arch.name, name, nr, b, a, rules))
     return entries
+
+
+@dataclass(frozen=True)
+class RuntimeNotes:
+    """What each kind of runtime gets from ocishim's rewrite of a config (runtimes.md)."""
+
+    crun_instructions: int  # crun: the exact patched program, through its BPF annotation
+    json_names: tuple[str, ...]  # runc and other JSON readers: the appended ERRNO(ENOSYS) rule
+    json_names_unknown_here: tuple[str, ...]  # of those, names the libseccomp here cannot resolve
+    runc_max: dict[str, int]  # arch -> the highest number runc's own stub keeps (by this libseccomp)
+    runc_enosys_over_rules: tuple[tuple[str, str, int], ...]  # (arch, name, nr) a rule answers, runc's stub turns into ENOSYS
+    neither: tuple[tuple[str, int], ...]  # (arch, nr) of E(A) only crun's program answers ENOSYS
+
+
+def runtime_notes(profile: Profile, patched) -> RuntimeNotes:
+    """What crun, runc (and other JSON readers) and neither make of the patched profile.
+
+    runc prepends its own stub: ENOSYS above the highest number its libseccomp names in
+    the rewritten profile. Its libseccomp may not be the one loaded here (static builds
+    carry their own): the figures assume the same one.
+    """
+    from . import libseccomp
+    from .integrations.config import portable_names
+
+    names, uncovered = portable_names(patched, set(profile.names()))
+    rule_names = {n for rule in profile.syscalls for n in rule.names}
+    runc_max: dict[str, int] = {}
+    over: list[tuple[str, str, int]] = []
+    for arch in patched.compiled.arches:
+        if arch not in libseccomp.supported_arches() or arch.name not in syscalls.arches():
+            continue
+        known = [libseccomp.resolve_name(arch, n) for n in rule_names | set(names)]
+        top = max((nr for nr in known if nr >= 0), default=None)
+        if top is None:
+            continue
+        runc_max[arch.name] = top
+        for rule in profile.syscalls:
+            for name in rule.names:
+                nr = syscalls.resolve(arch.name, name)
+                if nr is not None and nr > top and not libseccomp.knows(arch, name):
+                    over.append((arch.name, name, nr))
+    neither = tuple((a, nr) for a, nr in uncovered if a not in runc_max or nr <= runc_max[a])
+    here = libseccomp.supported_arches()
+    unknown_here = tuple(n for n in names if not any(libseccomp.knows(a, n) for a in patched.compiled.arches
+                                                     if a in here))
+    return RuntimeNotes(len(patched.program), names, unknown_here, runc_max,
+                        tuple(dict.fromkeys(over)), neither)
