@@ -153,3 +153,58 @@ def test_wrapper_deep_config_no_traceback(depth: int, workdir: Path):
     if proc.returncode != 0:
         lines = [json.loads(line) for line in log.read_text().splitlines()]
         assert any(e["level"] == "error" for e in lines), lines
+
+
+# ---------------------------------------------------------------------------------
+# Rule 12 across two names of one number: arm 341 is arm_sync_file_range (libseccomp
+# 2.5.4 knows it) and sync_file_range2 (it does not: the table's alias).
+
+
+def _libseccomp_one_name(rules: list[dict[str, Any]], default: int) -> tuple:
+    """libseccomp's program for the rules all put on arm_sync_file_range, arm alone (the oracle)."""
+    import pyseccomp
+
+    from ocishim.bpf.insn import decode
+
+    f = pyseccomp.SyscallFilter(default)
+    f.remove_arch(pyseccomp.Arch.NATIVE)
+    f.add_arch(pyseccomp.Arch.ARM)
+    for rule in rules:
+        conds = [pyseccomp.Arg(c["index"], pyseccomp.EQ, c["value"]) for c in rule.get("args", ())]
+        f.add_rule(H.oci_action(rule["action"], rule.get("errnoRet")), "arm_sync_file_range", *conds)
+    with tempfile.TemporaryFile() as out:
+        f.export_bpf(out)
+        out.seek(0)
+        return decode(out.read(), "little")
+
+
+ALIAS_RULES = [
+    {"names": ["sync_file_range2"], "action": "SCMP_ACT_ALLOW",
+     "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+    {"names": ["arm_sync_file_range"], "action": "SCMP_ACT_KILL_PROCESS"},
+]
+
+
+def test_alias_of_a_known_name_merges_like_libseccomp(workdir: Path):
+    """[ALLOW sync_file_range2 if arg0 == 1, KILL_PROCESS arm_sync_file_range] on arm: both
+    names are syscall 341, so libseccomp's merge of the two rules on one syscall applies (an
+    unconditional rule overrides conditional ones: KILL_PROCESS for every argument). ocishim's
+    rule block for the alias runs before libseccomp's program and ALLOWs 341(1)."""
+    from ocishim.arch import BY_NAME
+    from ocishim.bpf import emu
+
+    arm = BY_NAME["arm"]
+    oracle = _libseccomp_one_name([{**r, "names": ["arm_sync_file_range"]} for r in ALIAS_RULES],
+                                  H.oci_action("SCMP_ACT_ERRNO", None))
+    assert emu.run(oracle, arm, 341, (1, 0, 0, 0, 0, 0)).ret == H.KILL_PROCESS  # the oracle itself
+
+    seccomp = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_ARM"],
+               "syscalls": ALIAS_RULES}
+    spath = H.write_settings(workdir, {"enosys": "off"}, workdir / "log")
+    out = H.run_hook(H.config(seccomp), spath)
+    assert out.rc == 0, out.stderr
+    for arg0 in (0, 1, 2):
+        want = emu.run(oracle, arm, 341, (arg0, 0, 0, 0, 0, 0)).ret
+        got = emu.run(out.program, arm, 341, (arg0, 0, 0, 0, 0, 0)).ret
+        assert H.rank(got) >= H.rank(want), \
+            f"arm 341({arg0}): ocishim answers {H.name(got)}, libseccomp {H.name(want)}"
