@@ -335,7 +335,7 @@ def test_create_error_reaches_ctr(setup):
                 flags=["--annotation", "ocishim.enosys=bogus"])
     assert proc.returncode != 0
     assert "container ran" not in proc.stdout
-    assert "OCI runtime create failed: ocishim: --enosys: unknown mode 'bogus'" in proc.stderr, proc.stderr
+    assert "OCI runtime create failed: ocishim: annotations.ocishim.enosys: unknown mode 'bogus'" in proc.stderr, proc.stderr
     assert cid not in setup.daemon.ctr("container", "ls", "-q").stdout.split()
     assert cid not in setup.daemon.ctr("task", "ls", "-q").stdout.split()
     # Nothing reached real runc but the shim's cleanup.

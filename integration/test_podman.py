@@ -509,7 +509,7 @@ def test_settings_file_and_log(podman, runc, logged_hooks, profile_file, contrac
 
 
 @pytest.mark.parametrize("stdin,message", [
-    ("garbage\n", "ocishim: stdin: not a JSON config"),
+    ("garbage\n", "ocishim: stdin: invalid JSON at line 1 column 1"),
     ("[1, 2]\n", "ocishim: stdin: the config must be a JSON object"),
 ])
 def test_hook_garbage_stdin(stdin, message, ocishim_exe, tmp_path):

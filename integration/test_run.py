@@ -321,7 +321,7 @@ TRAPPING = ["sh", "-c", 'trap "exit 143" TERM; trap "exit 130" INT; echo ready; 
 # --- 1. crun: the bytes crun loads are ocishim's, and a probe's answers --------------
 
 @pytest.mark.parametrize("flags", [[], ["--enosys", "kernel:5.4"], ["--emulate-kernel", "5.4"]],
-                         ids=["auto", "kernel:5.4", "emulate-5.4"])
+                         ids=["default", "kernel:5.4", "emulate-5.4"])
 def test_crun_loads_the_patched_program(flags, busybox, tmp_path, tmp_path_factory):
     """crun's <root>/<id>/seccomp.bpf (default root /run/crun, visible from the host: the
     private mount namespace shares the file system) is `ocishim patch --format bpf`."""
@@ -381,7 +381,7 @@ CRUN_PROBE_CASES = {
     # default EPERM; crun has no stub, so 1000 gets EPERM too.
     "plain": (None, {**PROFILE_ANSWERS, "mseal": EPERM}),
     # auto: baseline 6.13 (setxattrat & co.), faccessat2 (5.8) is older: EPERM stays.
-    "auto": ([], {**PROFILE_ANSWERS, "nr1000": ENOSYS}),
+    "auto": (["--enosys", "auto"], {**PROFILE_ANSWERS, "nr1000": ENOSYS}),
     "kernel:5.4": (["--enosys", "kernel:5.4"], {**PROFILE_ANSWERS, "faccessat2": ENOSYS, "nr1000": ENOSYS}),
     "unnamed": (["--enosys", "unnamed"], {**PROFILE_ANSWERS, "faccessat2": ENOSYS, "nr1000": ENOSYS}),
     # The syscall surface of 5.4: fchmodat2 (6.6) and mseal (6.10) too, although allowed.
@@ -554,10 +554,12 @@ TRIXIE_CASES = {
     # faccessat2 is not in E(A): EPERM, bash says no (the contract, see test_exec).
     "docker/runc": ("docker", "runc", None, "no"),
     "docker/crun": ("docker", "crun", None, "no"),
-    "docker/crun/auto": ("docker", "crun", [], "no"),
+    "docker/crun/default": ("docker", "crun", [], "yes"),  # unnamed: faccessat2 has no rule
+    "docker/runc/default": ("docker", "runc", [], "yes"),
+    "docker/crun/auto": ("docker", "crun", ["--enosys", "auto"], "no"),
     "docker/crun/kernel:5.4": ("docker", "crun", ["--enosys", "kernel:5.4"], "yes"),
     "docker/crun/unnamed": ("docker", "crun", ["--enosys", "unnamed"], "yes"),
-    "docker/runc/auto": ("docker", "runc", [], "no"),
+    "docker/runc/auto": ("docker", "runc", ["--enosys", "auto"], "no"),
     "docker/runc/kernel:5.4": ("docker", "runc", ["--enosys", "kernel:5.4"], "yes"),
     "docker/runc/unnamed": ("docker", "runc", ["--enosys", "unnamed"], "yes"),
     # Docker 20.10.0 minus faccessat2: newest named openat2 (5.6), auto gives ENOSYS.

@@ -279,9 +279,9 @@ def _bad_operator(config: dict) -> None:
 
 
 ERROR_CASES = {
-    "annotation": (_bad_annotation, "ocishim: --enosys: unknown mode 'bogus'"),
+    "annotation": (_bad_annotation, "ocishim: annotations.ocishim.enosys: unknown mode 'bogus'"),
     "operator": (_bad_operator, 'linux.seccomp.syscalls[0].args[0].op: unknown operator "SCMP_CMP_FOO"'),
-    "not-json": (None, "not valid JSON"),
+    "not-json": (None, "invalid JSON at line"),
 }
 
 
@@ -322,7 +322,7 @@ def test_create_error_in_text_log_format(wrapper, env, rootfs, state_root, tmp_p
     proc = _wrap(wrapper, ["--root", str(state_root), "--log", str(log), "create", "--bundle", str(bundle), "x"], env)
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "")
     [line] = log.read_text().splitlines()
-    assert re.fullmatch(r'time="[^"]+" level=error msg="ocishim: --enosys: unknown mode .*"', line), line
+    assert re.fullmatch(r'time="[^"]+" level=error msg="ocishim: annotations.ocishim.enosys: unknown mode .*"', line), line
 
 
 # --- the real runtime ------------------------------------------------------------------

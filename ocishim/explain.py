@@ -120,7 +120,14 @@ def runtime_notes(profile: Profile, patched) -> RuntimeNotes:
                 nr = syscalls.resolve(arch.name, name)
                 if nr is not None and nr > top and not libseccomp.knows(arch, name):
                     over.append((arch.name, name, nr))
-    neither = tuple((a, nr) for a, nr in uncovered if a not in runc_max or nr <= runc_max[a])
+    # Names in the rule that this libseccomp cannot resolve are skipped by a runtime
+    # using it: those count as uncovered too, below runc's maximum.
+    skipped = [(arch.name, syscalls.resolve(arch.name, n)) for arch in patched.compiled.arches
+               if arch in libseccomp.supported_arches() and arch.name in syscalls.arches()
+               for n in names if not libseccomp.knows(arch, n)]
+    gaps = sorted({(a, nr) for a, nr in list(uncovered) + skipped if nr is not None},
+                  key=lambda p: ([a.name for a in patched.compiled.arches].index(p[0]), p[1]))
+    neither = tuple((a, nr) for a, nr in gaps if a not in runc_max or nr <= runc_max[a])
     here = libseccomp.supported_arches()
     unknown_here = tuple(n for n in names if not any(libseccomp.knows(a, n) for a in patched.compiled.arches
                                                      if a in here))
