@@ -208,3 +208,32 @@ def test_alias_of_a_known_name_merges_like_libseccomp(workdir: Path):
         got = emu.run(out.program, arm, 341, (arg0, 0, 0, 0, 0, 0)).ret
         assert H.rank(got) >= H.rank(want), \
             f"arm 341({arg0}): ocishim answers {H.name(got)}, libseccomp {H.name(want)}"
+
+
+@pytest.mark.parametrize("flag", [["--config", "other.json"], ["-f", "other.json"],
+                                  ["--config=other.json"]])
+def test_wrapper_patches_crun_config_flag(flag: list[str], workdir: Path):
+    """crun create --config FILE (-f FILE) reads FILE instead of the bundle's config.json
+    (runtimes.md). ocishim-runtime in front of crun must patch that file, or crun loads the
+    pod's run.oci.seccomp_bpf_data from it (rule 9)."""
+    crun = shutil.which("crun")
+    assert crun, "crun is installed by make test"
+    bundle = workdir / "bundle"
+    bundle.mkdir()
+    # The oracle: crun names the file it reads when it is missing.
+    proc = subprocess.run([crun, "--root", str(workdir / "crun-root"), "create", *flag,
+                           "--bundle", str(bundle), "attack-probe"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0 and "other.json" in proc.stderr, proc.stderr
+
+    forged = json.dumps(H.config(PROFILE, {H.BPF_ANNOTATION: ALLOW_ALL_BPF}))
+    (bundle / "config.json").write_text(forged)
+    (bundle / "other.json").write_text(forged)
+    proc = subprocess.run([str(WRAPPER), "--log", str(workdir / "log.json"), "--log-format",
+                           "json", "create", *flag, "--bundle", str(bundle), "attack-3"],
+                          capture_output=True, text=True, env=_env(workdir), timeout=120)
+    assert proc.returncode in (0, 1), (proc.stdout, proc.stderr)
+    if proc.returncode == 0:  # went on to the runtime: the file crun reads must be patched
+        config = json.loads((bundle / "other.json").read_text())
+        assert config["annotations"][H.BPF_ANNOTATION] != ALLOW_ALL_BPF, \
+            f"{flag}: crun reads other.json, which still carries the pod's ALLOW-all program"
