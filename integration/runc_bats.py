@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from . import rootfs
 from .bundles import BUSYBOX, busybox_rootfs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,16 +123,7 @@ def _codename() -> str:
 
 def mirror_unreachable(timeout: float = 20) -> str | None:
     """Why Debian's mirror cannot serve source packages here, or None."""
-    import urllib.error
-    import urllib.request
-
-    url = f"{MIRRORS[0]}/dists/{_codename()}/Release"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            resp.read(1)
-    except (urllib.error.URLError, OSError) as exc:
-        return f"the Debian mirror is unreachable ({url}: {getattr(exc, 'reason', exc)})"
-    return None
+    return rootfs.mirror_unreachable(_codename(), MIRRORS[0], timeout)
 
 
 @contextmanager

@@ -113,7 +113,7 @@ def run_data(program: Sequence[Insn], data: bytes, byteorder: str) -> Result:
         elif cls == STX:
             mem[_memslot(k, pc)] = x
         elif cls == ALU:
-            a = _alu(bpf_op(code), a, x if bpf_src(code) == X else k, pc - 1)
+            a = alu(bpf_op(code), a, x if bpf_src(code) == X else k, pc - 1)
             if a is None:  # division by X == 0: classic BPF returns 0
                 return Result(0, tuple(trace), frozenset(loads))
         elif cls == JMP:
@@ -122,7 +122,7 @@ def run_data(program: Sequence[Insn], data: bytes, byteorder: str) -> Result:
                 pc += k
             else:
                 operand = x if bpf_src(code) == X else k
-                taken = _compare(op, a, operand, pc - 1)
+                taken = compare(op, a, operand, pc - 1)
                 pc += insn.jt if taken else insn.jf
         elif cls == MISC:
             if (code & 0xF8) == TAX:
@@ -138,7 +138,8 @@ def _memslot(k: int, pc: int) -> int:
     return k
 
 
-def _alu(op: int, a: int, v: int, pc: int) -> int | None:
+def alu(op: int, a: int, v: int, pc: int) -> int | None:
+    """BPF_ALU op on A and v; None where the kernel would refuse (division by zero)."""
     if op == ADD:
         return (a + v) & _MASK
     if op == SUB:
@@ -164,7 +165,8 @@ def _alu(op: int, a: int, v: int, pc: int) -> int | None:
     raise BpfError(f"insn {pc}", f"unknown ALU operation 0x{op:02x}")
 
 
-def _compare(op: int, a: int, v: int, pc: int) -> bool:
+def compare(op: int, a: int, v: int, pc: int) -> bool:
+    """Whether a BPF_JMP op on A and v is taken."""
     if op == JEQ:
         return a == v
     if op == JGT:

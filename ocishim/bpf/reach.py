@@ -23,9 +23,10 @@ from typing import Sequence
 
 from ..arch import Arch
 from ..errors import BpfError
-from .insn import (ABS, ADD, ALU, AND, BPF_MEMWORDS, DIV, IMM, JA, JEQ, JGE, JGT, JMP, JSET, LD,
-                   LDX, LEN, LSH, MEM, MISC, MOD, MUL, NEG, OFF_ARCH, OFF_NR, OR, RET, RSH,
-                   SIZEOF_SECCOMP_DATA, ST, STX, SUB, TAX, W, XOR, A as SRC_A, Insn, bpf_class,
+from .emu import alu, compare
+from .insn import (ABS, ALU, BPF_MEMWORDS, IMM, JA, JEQ, JGE, JGT, JMP, LD,
+                   LDX, LEN, MEM, MISC, NEG, OFF_ARCH, OFF_NR, RET,
+                   SIZEOF_SECCOMP_DATA, ST, STX, TAX, W, A as SRC_A, Insn, bpf_class,
                    bpf_mode, bpf_op, bpf_src, X)
 
 _MASK = 0xFFFFFFFF
@@ -43,34 +44,6 @@ class Span:
     lo: int
     hi: int
     answers: frozenset[int]
-
-
-def _alu(op: int, a: int, b: int) -> int | None:
-    if op in (DIV, MOD) and b == 0:
-        return None  # the kernel refuses such programs; treat as unknown
-    if op == ADD:
-        return (a + b) & _MASK
-    if op == SUB:
-        return (a - b) & _MASK
-    if op == MUL:
-        return (a * b) & _MASK
-    if op == DIV:
-        return a // b
-    if op == MOD:
-        return a % b
-    if op == OR:
-        return a | b
-    if op == AND:
-        return a & b
-    if op == XOR:
-        return a ^ b
-    if op == LSH:
-        return (a << b) & _MASK if b < 32 else 0
-    if op == RSH:
-        return a >> b if b < 32 else 0
-    if op == NEG:
-        return (-a) & _MASK
-    return None
 
 
 def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -102,9 +75,7 @@ def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[i
                         b = x if bpf_src(code) == X else k
                         t, f = pc + insn.jt, pc + insn.jf
                         if isinstance(a, int) and isinstance(b, int):
-                            taken = {JEQ: a == b, JGT: a > b, JGE: a >= b, JSET: bool(a & b)}.get(op)
-                            if taken is None:
-                                raise BpfError(f"insn {pc - 1}", f"unknown jump {code:#06x}")
+                            taken = compare(op, a, b, pc - 1)
                             targets = [(t if taken else f, lo, hi)]
                         elif a == NR and isinstance(b, int) and op in (JEQ, JGT, JGE):
                             targets = _fork_on_nr(op, b, t, f, lo, hi)
@@ -147,9 +118,9 @@ def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[i
                     b = x if bpf_src(code) == X else k
                     op = bpf_op(code)
                     if op == NEG:
-                        a = _alu(op, a, 0) if isinstance(a, int) else None
+                        a = alu(op, a, 0, pc - 1) if isinstance(a, int) else None
                     else:
-                        a = _alu(op, a, b) if isinstance(a, int) and isinstance(b, int) else None
+                        a = alu(op, a, b, pc - 1) if isinstance(a, int) and isinstance(b, int) else None
                 else:
                     raise BpfError(f"insn {pc - 1}", f"unknown instruction class {cls}")
     return reached

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..actions import ENOSYS, RET_ERRNO, describe, strictness
 from ..bpf import reach
-from ..arch import Arch, nr_domain
+from ..arch import nr_domain
 from .enosys import contains
 from .stub import Patched
 

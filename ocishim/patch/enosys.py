@@ -9,7 +9,7 @@ from typing import Iterable
 from .. import syscalls
 from ..actions import (ENOSYS, RET_ACTION_FULL, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS, RET_LOG,
                        RET_TRACE)
-from ..arch import ARM_PRIVATE_BASE, NR_MAX, X32_SYSCALL_BIT, nr_domain
+from ..arch import ARM_PRIVATE_BASE, X32_SYSCALL_BIT, nr_domain
 from ..errors import UsageError
 
 Version = tuple[int, int]

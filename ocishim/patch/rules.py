@@ -28,7 +28,7 @@ from typing import Sequence
 from ..arch import Arch
 from ..bpf.asm import Cond, Goto, Item, Label
 from ..bpf.insn import (ABS, ALU, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, LDX, MISC, OFF_ARCH,
-                        OFF_NR, RET, ST, STX, W, Insn, bpf_class, bpf_mode, bpf_op, bpf_src)
+                        OFF_NR, RET, ST, STX, W, Insn, bpf_class, bpf_op, bpf_src)
 from ..compile import compile_proxy
 from ..errors import CompileError
 from ..profile.model import Rule
