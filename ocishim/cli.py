@@ -180,18 +180,22 @@ def _print_runtime_notes(profile, patched) -> None:
 
 
 def _write_output(data: bytes, path: str | None, binary: bool) -> None:
-    if path is None or path == "-":
-        if binary and sys.stdout.isatty():
-            raise UsageError("--format", "refusing to write a binary filter to a terminal; use -o FILE")
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
+    from .errors import SystemFailure
     from .files import write_atomically
 
+    path = path or "-"
+    if path in ("-", "/dev/stdout"):
+        # /dev/stdout is a symlink (to /proc/self/fd/1), which the writer refuses:
+        # here it can only mean this process's stdout.
+        if binary and sys.stdout.isatty():
+            raise UsageError("--format", "refusing to write a binary filter to a terminal; use -o FILE")
+        sys.stdout.flush()
+        path = "-"
     try:
-        write_atomically(path, data)
+        write_atomically(path, data, streams=True)
     except OSError as exc:
-        raise UsageError(path, f"cannot write: {exc.strerror}") from None
+        # The system failed (a full disk, a FIFO without reader): exit 1, the old file kept.
+        raise SystemFailure(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 def cmd_patch(args) -> int:
