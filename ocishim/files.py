@@ -216,3 +216,71 @@ def _remove_if_stale(dfd: int, candidate: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- reading trusted files
+
+def read_trusted(path: str, what: str) -> bytes:
+    """The bytes of a file root may act on (settings): refused unless only root can write it.
+
+    Like sudo with sudoers and ssh with StrictModes: the file and every directory on
+    the way to it, symlinks resolved as the kernel does, must be owned by root (or by
+    the user running ocishim) and not writable by group or others. A root-owned sticky
+    directory such as /tmp passes: others cannot replace root's entries in it.
+    Raises FileNotFoundError for a missing file, UsageError naming what is wrong.
+    """
+    resolved = _resolve_checked(path, what)
+    fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+                 | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(path, f"refusing {what}: not a regular file")
+        _refuse_untrusted(path, what, resolved, st)
+        return f.read()
+
+
+def _refuse_untrusted(path: str, what: str, where: str, st: os.stat_result) -> None:
+    kind = "directory " if stat.S_ISDIR(st.st_mode) else ""
+    if where == os.path.abspath(path):
+        kind, where = "", "it"
+    if st.st_uid not in (0, os.geteuid()):
+        raise UsageError(path, f"refusing {what}: {kind}{where} is owned by uid {st.st_uid}, "
+                               "not root")
+    sticky_root_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and st.st_uid == 0
+    if st.st_mode & 0o022 and not sticky_root_dir:
+        raise UsageError(path, f"refusing {what}: {kind}{where} is writable by group or others "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}; chmod go-w)")
+
+
+def _resolve_checked(path: str, what: str) -> str:
+    """path resolved component by component, each directory passed through checked."""
+    parts = os.path.abspath(path).split("/")[1:]
+    current = "/"
+    _refuse_untrusted(path, what, "/", os.lstat("/"))
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        step = os.path.join(current, part)
+        st = os.lstat(step)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:  # the kernel's limit (ELOOP)
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            target = os.readlink(step)
+            parts = target.split("/") + parts
+            if target.startswith("/"):
+                current = "/"
+            continue
+        if not parts:
+            return step
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", step)
+        _refuse_untrusted(path, what, step, st)
+        current = step
+    return current

@@ -74,11 +74,17 @@ def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Setting
 
 
 def load_settings(path: str | None = None) -> Settings:
-    """The system settings; a missing file means the defaults."""
+    """The system settings; a missing file means the defaults.
+
+    The file decides which runtime root executes, so, as sudo does with sudoers and ssh
+    with its StrictModes, it is refused unless only root could have written it (the
+    file and every directory on the way: files.read_trusted).
+    """
+    from ..files import read_trusted
+
     path = path or os.environ.get("OCISHIM_CONFIG") or DEFAULT_PATH
     try:
-        with open(path) as f:
-            values = json.load(f)
+        values = json.loads(read_trusted(path, "settings file"))
     except FileNotFoundError:
         return Settings()
     except (OSError, ValueError) as exc:
