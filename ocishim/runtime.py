@@ -1,4 +1,8 @@
-"""ocishim-runtime: the runc-compatible wrapper (see ocishim.integrations.wrapper)."""
+"""ocishim-runtime: the runc-compatible wrapper's entry point (ocishim.integrations.wrapper).
+
+Pass-through (every command but create and run) is the first thing main decides, from
+argv alone, and imports nothing of the pipeline: see the wrapper's docstring.
+"""
 
 from .integrations.wrapper import main
 

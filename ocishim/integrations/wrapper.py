@@ -4,71 +4,109 @@ On `create` and `run` it rewrites the bundle's config.json (temp file + rename, 
 kill leaves the old file or the new one), then execv's the real runtime with the
 arguments unchanged. Every other command (state, start, kill, delete, exec, features,
 --version, ...) goes to the real runtime untouched, so its output is byte-identical.
-During `create` stdio belongs to the container: nothing is printed or read; errors go
-to the --log file, as one JSON line when --log-format is json.
+
+Pass-through is decided from argv alone and never depends on the settings file: a
+broken, missing or untrusted settings file must not stop `kill`, `delete` or `state`,
+or containers could not even be cleaned up. That path imports nothing but the standard
+library and ocishim.errors (no libseccomp, no profile code), so it costs little more
+than starting Python. Only `create` and `run` read the settings and patch.
+
+During `create` stdio belongs to the container: nothing is printed or read; errors,
+expected or not, go to the --log file as one line (JSON when --log-format is json,
+runc's format), and to stderr only when there is no --log. The wrapper always exits 1
+on a failure, as runc does; containerd shows the log line in its error.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import shutil
 import sys
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from ..errors import OcishimError, SystemFailure, UsageError
-from ..files import write_atomically
-from ..profile.parse import read_json
-from .config import dumps, rewrite_for_container
-from .settings import load_settings, log
+# Only ocishim.errors from the package: it imports nothing, and the pass-through path
+# must not pay for (or break on) the pipeline. Everything else is imported in _patch.
+from ..errors import OcishimError, UsageError
 
 # Global flags of runc and crun that take a value; every other global flag is a switch.
 VALUE_FLAGS = frozenset({"--log", "--log-format", "--root", "--criu", "--rootless",
                          "--cgroup-manager", "--log-level"})
 SWITCH_FLAGS = frozenset({"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"})
 OWN_FLAG = "--ocishim-runtime"
+# The wrapper's own version; `--version` must stay the real runtime's, byte for byte.
+VERSION_FLAG = "--ocishim-version"
 # Set in the real runtime's environment. Seeing it on entry means the "real runtime"
 # started ocishim-runtime again (a script around it, a copy): without this check that
 # is an endless exec loop, which argv[0] alone cannot see. Runtimes give a container
 # the config's process.env, not their own, so it never reaches a container.
 EXEC_MARK = "OCISHIM_RUNTIME_EXEC"
+RUNTIME_ENV = "OCISHIM_RUNTIME"
 PATCHED_COMMANDS = ("create", "run")
 BUNDLE_FLAGS = ("--bundle", "-b")
+# The same file as settings.DEFAULT_PATH and $OCISHIM_CONFIG (settings.py is not
+# imported on pass-through; a test checks that the two agree).
+SETTINGS_ENV = "OCISHIM_CONFIG"
+DEFAULT_SETTINGS = "/etc/ocishim/config.json"
+# A log line stays one readable line whatever a hostile config put into a message.
+MAX_MESSAGE = 4096
 
 
-@dataclass
 class Invocation:
-    argv: list[str]  # for the real runtime: without --ocishim-runtime
-    globals: dict[str, str] = field(default_factory=dict)
-    command: str | None = None
-    command_index: int = -1
-    real_runtime: str | None = None
+    """A parsed command line. A plain class: dataclasses would cost pass-through ~20 ms."""
+
+    __slots__ = ("argv", "globals", "command", "command_index", "real_runtime",
+                 "own_version", "error")
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv  # for the real runtime: without ocishim's own flags
+        self.globals: dict[str, str] = {}
+        self.command: str | None = None
+        self.command_index = -1
+        self.real_runtime: str | None = None  # --ocishim-runtime
+        self.own_version = False  # --ocishim-version
+        self.error: str | None = None  # the command line could not be parsed
+
+    @property
+    def patches(self) -> bool:
+        """create/run: stdio is the container's. An unparsable line that names either is
+        treated the same way, since it may be one."""
+        if self.command is not None:
+            return self.command in PATCHED_COMMANDS
+        return self.error is not None and any(a in PATCHED_COMMANDS for a in self.argv)
 
 
 def parse(argv: Sequence[str]) -> Invocation:
-    """Split a runc command line into global flags, the command and its arguments."""
+    """Split a runc command line into global flags, the command and its arguments.
+
+    A malformed line gives an Invocation whose `error` says why, with what was parsed
+    before it (the --log flags, so that the error can go there).
+    """
     out: list[str] = []
     inv = Invocation(out)
-    i = 0
     args = list(argv)
+    i = 0
     while i < len(args):
         arg = args[i]
         name, eq, value = arg.partition("=")
         if name == OWN_FLAG:
             if not eq:
                 if i + 1 >= len(args):
-                    raise UsageError(OWN_FLAG, "needs a path")
+                    inv.error = f"{OWN_FLAG}: needs a path"
+                    break
                 value, i = args[i + 1], i + 1
             inv.real_runtime = value
+            i += 1
+            continue
+        if inv.command is None and arg == VERSION_FLAG:
+            inv.own_version = True
             i += 1
             continue
         if inv.command is None and arg.startswith("-"):
             if name in VALUE_FLAGS:
                 if not eq:
                     if i + 1 >= len(args):
-                        raise UsageError(name, "needs a value")
+                        inv.error = f"{name}: needs a value"
+                        break
                     out.append(arg)
                     i += 1
                     value = arg = args[i]  # the value is appended below, in place of the flag
@@ -76,11 +114,14 @@ def parse(argv: Sequence[str]) -> Invocation:
             elif name in SWITCH_FLAGS or name.startswith("--"):
                 inv.globals[name] = value if eq else "true"
             else:
-                raise UsageError(arg, "unknown global flag")
+                inv.error = f"{arg}: unknown global flag"
+                break
         elif inv.command is None:
             inv.command, inv.command_index = arg, len(out)
         out.append(arg)
         i += 1
+    if inv.error is not None:
+        inv.argv = list(argv)  # for `patches`: the whole line, not the part parsed
     return inv
 
 
@@ -100,17 +141,51 @@ def bundle_of(inv: Invocation) -> str:
     return os.getcwd()
 
 
+# ------------------------------------------------------------------ the real runtime
+
+def settings_path() -> str:
+    """The settings file create/run read: $OCISHIM_CONFIG, else the system's."""
+    return os.environ.get(SETTINGS_ENV) or DEFAULT_SETTINGS
+
+
+def runtime_from_settings(path: str | None = None) -> str | None:
+    """The settings' "runtime" for a pass-through; None when the file cannot give one.
+
+    Never an error: pass-through must reach a runtime whatever state the settings are
+    in (create and run report a broken file; they are the ones that need it). The file
+    is trusted on the same terms as for create (files.read_trusted: only root can have
+    written it); one that fails them names nothing, since its runtime would run as root.
+    """
+    path = path or settings_path()
+    if not os.path.lexists(path):
+        return None  # the usual case without settings: no import, no parse
+    from ..files import read_trusted
+
+    try:
+        data = read_trusted(path, "settings file")
+    except (OSError, OcishimError):
+        return None
+    import json
+
+    try:
+        values = json.loads(data)  # as load_settings reads it: the same file, the same runtime
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        return None
+    runtime = values.get("runtime") if isinstance(values, dict) else None
+    return runtime if isinstance(runtime, str) and runtime else None
+
+
 def find_real_runtime(inv: Invocation, configured: str | None) -> str:
-    """The runtime to exec: --ocishim-runtime, $OCISHIM_RUNTIME, the settings, then runc in PATH."""
+    """The runtime to exec: --ocishim-runtime, $OCISHIM_RUNTIME, `configured`, then runc in PATH."""
     if os.environ.get(EXEC_MARK):
         raise UsageError(OWN_FLAG, f"real runtime {os.environ[EXEC_MARK]} ran ocishim-runtime "
                                    "again: it is ocishim-runtime itself")
     me = {os.path.realpath(sys.argv[0]), os.path.realpath(__file__)}
-    choice = inv.real_runtime or os.environ.get("OCISHIM_RUNTIME") or configured
+    choice = inv.real_runtime or os.environ.get(RUNTIME_ENV) or configured
     candidates = [choice] if choice else [
         os.path.join(d, "runc") for d in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)]
     for path in candidates:
-        resolved = path if os.sep in path else shutil.which(path)
+        resolved = path if os.sep in path else _which(path)
         if not resolved or not os.access(resolved, os.X_OK) or os.path.isdir(resolved):
             if choice:
                 raise UsageError(OWN_FLAG, f"real runtime {path!r} is not an executable")
@@ -124,8 +199,24 @@ def find_real_runtime(inv: Invocation, configured: str | None) -> str:
                                "settings, or pass --ocishim-runtime PATH")
 
 
-def patch_bundle(bundle: str, settings) -> str:
+def _which(name: str) -> str | None:
+    """shutil.which without importing shutil (and fnmatch, re) on the pass-through path."""
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        path = os.path.join(d or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
+# ------------------------------------------------------------------ create and run
+
+def patch_bundle(bundle: str, settings, log) -> str:
     """Rewrite bundle/config.json in place; returns what was done, for the log."""
+    from ..errors import SystemFailure
+    from ..files import write_atomically
+    from ..profile.parse import read_json
+    from .config import dumps, rewrite_for_container
+
     path = os.path.join(bundle, "config.json")
     config = read_json(path)
     result = rewrite_for_container(config, settings, path)
@@ -140,45 +231,146 @@ def patch_bundle(bundle: str, settings) -> str:
     return f"patched {path} (--enosys {result.patched.mode}), {len(result.patched.program)} instructions"
 
 
+def _patch(inv: Invocation) -> str:
+    """Settings, real runtime, libseccomp check and the rewrite; returns the runtime to exec."""
+    from .. import libseccomp
+    from .settings import load_settings
+
+    try:
+        from .log import log  # type: ignore[import-not-found]  # where log() is moving
+    except ImportError:
+        from .settings import log
+
+    settings = load_settings()  # a broken file fails here: no container
+    real = find_real_runtime(inv, settings.runtime)
+    libseccomp.require()
+    done = patch_bundle(bundle_of(inv), settings, log)
+    log(settings, "info", f"{inv.command}: {done}", stderr=False)
+    return real
+
+
+@contextmanager
+def _stdio_silenced() -> Iterator[None]:
+    """fds 1 and 2 on /dev/null meanwhile, restored after.
+
+    During create they are the container's stdio. Errors are caught and logged, but
+    this also holds for what no except clause sees: a warning printed by a library, a
+    message written by C code. Restored before the exec, which must hand them on.
+    """
+    saved = [os.dup(fd) for fd in (1, 2)]
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
+def create_or_run(inv: Invocation) -> int:
+    """Patch the bundle, then exec the real runtime; on any failure one log line and exit 1."""
+    message = None
+    with _stdio_silenced():
+        try:
+            real = _patch(inv)
+        except OcishimError as exc:
+            message = str(exc)
+        except Exception as exc:  # noqa: BLE001  why: fail closed with one line, never a traceback
+            message = f"internal error: {type(exc).__name__}: {exc}"
+    if message is not None:
+        report(inv, message)
+        return 1
+    return _exec(inv, real)
+
+
+# ------------------------------------------------------------------ the rest
+
 def report(inv: Invocation, message: str) -> None:
-    """An error for the runtime's caller: one line in --log (JSON if asked), never stdio."""
-    logfile = inv.globals.get("--log")
+    """An error for the runtime's caller: one line in --log (JSON if asked), never stdio
+    during create/run; stderr otherwise when there is no --log."""
+    import datetime
+    import json
+
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if inv.globals.get("--log-format") == "json":
         line = json.dumps({"level": "error", "msg": f"ocishim: {message}", "time": now})
-    else:
-        line = f'time="{now}" level=error msg="ocishim: {message}"'
+    else:  # logrus text, as runc writes it; the quoted value escapes newlines
+        line = f"time=\"{now}\" level=error msg={json.dumps(f'ocishim: {message}')}"
+    logfile = inv.globals.get("--log")
     if logfile:
         try:
-            with open(logfile, "a") as f:
-                f.write(line + "\n")
+            # Not through a symlink (the bundle's directory may be another user's), and
+            # never blocking on a FIFO nobody reads: the container is waiting.
+            fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
             return
         except OSError:
             pass
-    if inv.command not in PATCHED_COMMANDS:
-        print(line, file=sys.stderr)
+    if not inv.patches or not logfile:
+        try:
+            os.write(2, (line + "\n").encode())
+        except OSError:
+            pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    inv = Invocation(argv)
-    try:
-        inv = parse(argv)
-        settings = load_settings()
-        real = find_real_runtime(inv, settings.runtime)
-        if inv.command in PATCHED_COMMANDS:
-            from .. import libseccomp
-
-            libseccomp.require()
-            done = patch_bundle(bundle_of(inv), settings)
-            log(settings, "info", f"{inv.command}: {done}", stderr=False)
-    except OcishimError as exc:
-        report(inv, str(exc))
-        return 1
+def _exec(inv: Invocation, real: str) -> int:
     try:
         os.environ[EXEC_MARK] = real
         os.execv(real, [real] + inv.argv)
     except OSError as exc:
         report(inv, f"cannot exec {real}: {exc.strerror}")
+    return 1
+
+
+def pass_through(inv: Invocation) -> int:
+    """Every command but create/run: exec the real runtime, whatever the settings' state."""
+    try:
+        configured = None
+        if not (inv.real_runtime or os.environ.get(RUNTIME_ENV)):
+            configured = runtime_from_settings()
+        real = find_real_runtime(inv, configured)
+    except OcishimError as exc:
+        report(inv, str(exc))
         return 1
-    return 1  # not reached
+    return _exec(inv, real)
+
+
+def version_text() -> str:
+    """ocishim's version, the libseccomp it loads and the kernel its syscall table reaches."""
+    from .. import __version__
+
+    lines = [f"ocishim-runtime version {__version__}"]
+    try:
+        from .. import libseccomp
+
+        lines.append(f"libseccomp: {'.'.join(map(str, libseccomp.version()))}")
+    except Exception as exc:  # noqa: BLE001  why: a missing library is worth reporting, not a crash
+        lines.append(f"libseccomp: not loaded ({type(exc).__name__}: {exc})")
+    from .. import syscalls
+
+    newest = max(syscalls.since(arch, nr) or (0, 0)
+                 for arch in syscalls.arches() for nr in syscalls.numbers(arch))
+    lines.append(f"syscall table: Linux {syscalls.format_version(newest)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    inv = parse(list(sys.argv[1:] if argv is None else argv))
+    if inv.error is not None:
+        report(inv, inv.error)
+        return 1
+    if inv.own_version:
+        sys.stdout.write(version_text())
+        return 0
+    if inv.patches:
+        return create_or_run(inv)
+    return pass_through(inv)
