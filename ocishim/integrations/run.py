@@ -1,21 +1,37 @@
 """`ocishim run BUNDLE`: run a bundle under the patched filter without touching it.
 
 The user's bundle is never written: the patched config.json goes into a private
-temporary bundle whose root.path is the original rootfs, made absolute. stdio is
-the container's; SIGINT/SIGTERM/SIGHUP/SIGQUIT are passed on to the runtime, which
-passes them to the container; the container is deleted afterwards, and the exit code
-is the container's.
+temporary directory. The bundle keeps the meaning the runtime would give it in place:
+- crun reads the patched file through `--config` while `--bundle` stays the user's
+  directory, so crun itself resolves every relative path against the bundle, as in
+  place (crun chdirs to the bundle, realpath()s root.path, hands bind sources to
+  mount(2) as they are, runs hooks there, reports the bundle to hooks).
+- runc (and any other runtime) has no such flag and is given the temporary directory
+  as its bundle. The paths runc 1.1.5 resolves against its bundle are made absolute
+  exactly as runc would resolve them: root.path and the source of every mount with a
+  `bind`/`rbind` option (Go's filepath.Join onto os.Getwd(), lexical), the paths of the
+  hooks runc itself starts (prestart, createRuntime, poststart, poststop) and
+  linux.seccomp.listenerPath (resolved by the kernel from runc's working directory).
+  The temporary bundle also holds a symlink to each entry of the original, so that a
+  hook's own relative paths and runc's check of linux.namespaces[].path find the same
+  files. Left alone: what runc resolves elsewhere (other mounts' sources and namespace
+  paths are opened by `runc init` from the rootfs, which is the same directory).
+stdio is the container's; SIGINT/SIGTERM/SIGHUP/SIGQUIT are passed on to the runtime,
+which passes them to the container; the container is deleted afterwards, and the exit
+code is the container's.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import signal
 import subprocess
 import tempfile
 import uuid
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from ..errors import ProfileError, SystemFailure, UsageError
 from ..patch import Mode, Version
@@ -24,6 +40,11 @@ from .config import dumps, rewrite
 
 KNOWN_RUNTIMES = ("crun", "runc")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Hooks runc 1.1.5 starts from its own process, whose working directory is the bundle;
+# createContainer and startContainer hooks are started by `runc init` instead.
+RUNC_PARENT_HOOKS = ("prestart", "createRuntime", "poststart", "poststop")
+BIND_OPTIONS = ("bind", "rbind")  # the options that set MS_BIND in runc's specconv
+SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be connected to
 
 
 def find_runtime(name: str) -> str:
@@ -39,26 +60,128 @@ def find_runtime(name: str) -> str:
     return path
 
 
-def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool) -> str:
-    """Write the patched config into a new private bundle dir; returns its path."""
+def is_crun(binary: str) -> bool:
+    """Whether the runtime is crun (which takes --config), asked by its --version."""
+    try:
+        out = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, errors="replace", timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # then it gets the portable temporary bundle, which any runtime reads
+    return out.startswith("crun version")
+
+
+def bundle_dir(bundle: str) -> str:
+    """The directory a runtime would be given as --bundle for BUNDLE (a directory or its config)."""
+    if os.path.isdir(bundle):
+        return bundle
+    return os.path.dirname(bundle) or "."
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The private directory to remove afterwards, and how the runtime is told of the bundle."""
+
+    tmp: str
+    run_args: tuple[str, ...]  # what goes between `run` and the container id
+
+
+def _go_clean(path: str) -> str:
+    """Go's filepath.Clean (POSIX normpath, but Go also folds a leading "//")."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def go_getwd(directory: str) -> str:
+    """What Go's os.Getwd() (then filepath.Abs) returns in a process whose working
+    directory is `directory` and whose environment is ours: $PWD when it names that
+    same directory, else the kernel's path, free of symlinks."""
+    pwd = os.environ.get("PWD", "")
+    if pwd.startswith("/"):
+        try:
+            if os.path.samestat(os.stat(pwd), os.stat(directory)):
+                return _go_clean(pwd)
+        except OSError:
+            pass  # Go falls back to getcwd(2) as well
+    return os.path.realpath(directory, strict=True)
+
+
+def resolve_like_runc(config: dict[str, Any], directory: str) -> None:
+    """Make absolute, in place, the paths runc 1.1.5 resolves against its bundle,
+    as runc resolves them (see the module docstring). Values of an unexpected type are
+    left alone: the runtime refuses them as it would in place."""
+    cwd = go_getwd(directory)
+    # The kernel resolves paths relative to runc's working directory: the bundle's
+    # symlink-free path followed by the relative path, uncleaned, names the same file.
+    physical = os.path.realpath(directory, strict=True)
+    root = config.get("root")
+    if isinstance(root, dict) and isinstance(root.get("path"), str) and not root["path"].startswith("/"):
+        root["path"] = _go_clean(cwd + "/" + root["path"])
+    mounts = config.get("mounts")
+    for mount in mounts if isinstance(mounts, list) else ():
+        if not isinstance(mount, dict):
+            continue
+        options = mount.get("options")
+        if not isinstance(options, list) or not any(o in BIND_OPTIONS for o in options):
+            continue
+        source = mount.get("source", "")  # Go reads a missing source as "": the bundle itself
+        if isinstance(source, str) and not source.startswith("/"):
+            mount["source"] = _go_clean(cwd + "/" + source)
+    hooks = config.get("hooks")
+    for stage in RUNC_PARENT_HOOKS if isinstance(hooks, dict) else ():
+        entries = hooks.get(stage)
+        for hook in entries if isinstance(entries, list) else ():
+            path = hook.get("path") if isinstance(hook, dict) else None
+            if isinstance(path, str) and path and not path.startswith("/"):
+                hook["path"] = physical + "/" + path
+    linux = config.get("linux")
+    seccomp = linux.get("seccomp") if isinstance(linux, dict) else None
+    listener = seccomp.get("listenerPath") if isinstance(seccomp, dict) else None
+    if isinstance(listener, str) and listener and not listener.startswith("/"):
+        absolute = physical + "/" + listener
+        # Too long for sun_path: keep it relative; the entry symlinks still resolve it.
+        if len(os.fsencode(absolute)) <= SUN_PATH_MAX:
+            seccomp["listenerPath"] = absolute
+
+
+def _link_entries(original: str, tmp: str) -> None:
+    """A symlink in tmp to each entry of the original bundle but config.json."""
+    physical = os.path.realpath(original, strict=True)
+    with os.scandir(physical) as entries:
+        for entry in entries:
+            if entry.name != "config.json":
+                os.symlink(os.path.join(physical, entry.name), os.path.join(tmp, entry.name))
+
+
+def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
+                   crun: bool = False) -> Prepared:
+    """Write the patched config into a new private directory; how to run it."""
     loaded = load(bundle)
     if loaded.config is None:
         raise UsageError(bundle, "ocishim run takes a bundle directory or its config.json")
-    bundle_dir = os.path.dirname(os.path.abspath(loaded.source))
+    directory = bundle_dir(bundle)
     result = rewrite(loaded.config, mode, emulate, loaded.source, unknown_fail)
     config = result.config if result.config is not None else loaded.config
     root = config.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str):
         raise ProfileError("root.path", "a bundle needs root.path (a string)")
-    root["path"] = os.path.normpath(os.path.join(bundle_dir, root["path"]))
-    tmp = tempfile.mkdtemp(prefix="ocishim-bundle-")
     try:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
+        if not crun:
+            resolve_like_runc(config, directory)
+    except OSError as exc:
+        raise SystemFailure(directory, f"cannot resolve the bundle directory: {exc.strerror}") from None
+    tmp = tempfile.mkdtemp(prefix="ocishim-bundle-")
+    config_path = os.path.join(tmp, "config.json")
+    try:
+        with open(config_path, "x") as f:
             f.write(dumps(config))
+        if not crun:
+            _link_entries(directory, tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SystemFailure(tmp, f"cannot write the temporary bundle: {exc.strerror}") from None
-    return tmp
+    if crun:
+        return Prepared(tmp, ("--bundle", directory, "--config", config_path))
+    return Prepared(tmp, ("--bundle", tmp))
 
 
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
@@ -85,12 +208,14 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     # temporary bundle and removing it.
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, forward)
+    crun = is_crun(binary)
     tmp: str | None = None
     try:
-        tmp = prepare_bundle(bundle, mode, emulate, unknown_fail)
+        prepared = prepare_bundle(bundle, mode, emulate, unknown_fail, crun)
+        tmp = prepared.tmp
         if pending:
             return 128 + pending[0]
-        proc = subprocess.Popen(base + ["run", "--bundle", tmp, cid])
+        proc = subprocess.Popen(base + ["run", *prepared.run_args, cid])
         if pending:  # arrived while Popen ran, when proc was still None
             proc.send_signal(pending[0])
         while True:
