@@ -239,14 +239,15 @@ def cmd_exec(args) -> int:
     if not args.command:
         raise UsageError("CMD", "nothing to run: ocishim exec PROFILE -- CMD [ARG...]")
     profile, patched = _patched(args)
-    listener = Listener(profile.listener_path, profile.listener_metadata or "") \
-        if profile.listener_path else None
+    listener = Listener(profile.listener_path, profile.listener_metadata or "",
+                        profile.field_path("listenerPath")) if profile.listener_path else None
     flags = patched.compiled.flags
     if listener is not None:
         from .actions import FILTER_FLAGS
         flags |= FILTER_FLAGS["SECCOMP_FILTER_FLAG_NEW_LISTENER"]
-    exec_filtered(patched.program, flags, args.command, rootfs=args.rootfs, listener=listener)
-    return 1  # not reached: exec_filtered raises when execve fails
+    exec_filtered(patched.program, flags, args.command, rootfs=args.rootfs, listener=listener,
+                  profile=profile)
+    return 1  # not reached: exec_filtered raises before loading, or execs, or exits
 
 
 def cmd_run(args) -> int:
