@@ -107,3 +107,34 @@ def nr_domain(name: str) -> tuple[int, int]:
     if name == "x32":
         return (X32_SYSCALL_BIT, NR_MAX)
     return (0, NR_MAX)
+
+
+# Other spellings of the same arches, so that a name copied from Docker, Go, Debian or
+# `uname -m` works wherever the command line takes an ARCH. Canonical names (libseccomp's
+# seccomp_arch_resolve_name spelling, the table's) and SCMP_ARCH_* are accepted as well.
+# Docker's own keys (nativeToSeccomp: amd64, arm64, mipsle, mipsel64...) are among these.
+ALIASES: dict[str, str] = {
+    # Go's GOARCH (runtime.GOARCH, as Docker and containerd report the platform)
+    "amd64": "x86_64", "386": "x86", "arm64": "aarch64", "loong64": "loongarch64",
+    "mipsle": "mipsel", "mips64le": "mipsel64", "mips64p32": "mips64n32",
+    "mips64p32le": "mipsel64n32",
+    # Debian architecture names (dpkg --print-architecture)
+    "i386": "x86", "armhf": "arm", "armel": "arm", "ppc64el": "ppc64le", "powerpc": "ppc",
+    "mips64el": "mipsel64", "hppa": "parisc",
+    # uname -m spellings the table's names do not cover
+    "i486": "x86", "i586": "x86", "i686": "x86", "x86-64": "x86_64",
+    "armv5tel": "arm", "armv6l": "arm", "armv7l": "arm", "armv8l": "arm",
+}
+
+
+def lookup(name: str) -> Arch | None:
+    """The arch called `name` by libseccomp, the OCI spec (SCMP_ARCH_*), Go, Docker or Debian."""
+    key = name.strip().lower()
+    if key.startswith("scmp_arch_"):
+        return BY_NAME.get(key[len("scmp_arch_"):])
+    return BY_NAME.get(key) or BY_NAME.get(ALIASES.get(key, ""))
+
+
+def spellings() -> tuple[str, ...]:
+    """Every name lookup() accepts without the SCMP_ARCH_ prefix, canonical names first."""
+    return tuple(BY_NAME) + tuple(ALIASES)

@@ -10,18 +10,34 @@ import traceback
 from typing import Sequence
 
 from . import __version__
-from .errors import OcishimError, UsageError
+from .errors import BpfError, OcishimError, UsageError
+
+
+# The kernel takes at most 4096 instructions (32 KiB); a file far beyond that is not a
+# filter, and reading it whole (or an endless pipe) would only exhaust memory.
+MAX_PROGRAM_BYTES = 1 << 20
 
 
 def _read_program(path: str, endian: str):
+    """A raw filter from a file, or from stdin when path is `-`."""
     from .bpf.insn import decode
 
+    where = "stdin" if path == "-" else path
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_PROGRAM_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_PROGRAM_BYTES + 1)
     except OSError as exc:
-        raise UsageError(path, exc.strerror or str(exc)) from None
-    return decode(data, endian)
+        raise UsageError(where, exc.strerror or str(exc)) from None
+    if len(data) > MAX_PROGRAM_BYTES:
+        raise BpfError(where, f"larger than {MAX_PROGRAM_BYTES // 1024} KiB: not a seccomp filter "
+                              "(the kernel takes at most 4096 instructions, 32 KiB)")
+    try:
+        return decode(data, endian)
+    except BpfError as exc:
+        raise BpfError(where, exc.message) from None
 
 
 def _parse_int(text: str, what: str) -> int:
@@ -34,22 +50,49 @@ def _parse_int(text: str, what: str) -> int:
     return value & (2**64 - 1)
 
 
-def _arch(name: str):
-    from .arch import BY_NAME, BY_OCI
+def _arch(name: str, what: str = "ARCH"):
+    from .arch import BY_NAME, lookup, spellings
+    from .explain import closest
 
-    arch = BY_NAME.get(name.lower()) or BY_OCI.get(name.upper())
+    arch = lookup(name)
     if arch is None:
-        raise UsageError("ARCH", f"unknown architecture {name!r} (known: {', '.join(BY_NAME)})")
+        near = closest(name.lower(), spellings())
+        hint = f"; closest: {', '.join(near)}" if near else ""
+        raise UsageError(what, f"unknown architecture {name!r}{hint} (known: {', '.join(BY_NAME)}, "
+                               "and Go, Docker and Debian names such as amd64, arm64, i386, armhf)")
     return arch
+
+
+# KERNEL_VERSION() packs major and minor into 8 bits each: anything larger is no Linux.
+_KERNEL_PART_MAX = 255
+
+
+def _check_kernel(version: tuple[int, int], text: str, what: str) -> tuple[int, int]:
+    major, minor = version
+    if not 1 <= major <= _KERNEL_PART_MAX or minor > _KERNEL_PART_MAX:
+        raise UsageError(what, f"{text!r} is not a Linux version: MAJOR is 1 to {_KERNEL_PART_MAX} "
+                               f"and MINOR 0 to {_KERNEL_PART_MAX}, such as 5.10")
+    return version
 
 
 def _parse_kernel(text: str, what: str) -> tuple[int, int]:
     from . import syscalls
 
     try:
-        return syscalls.parse_version(text)
+        return _check_kernel(syscalls.parse_version(text), text, what)
     except ValueError as exc:
         raise UsageError(what, str(exc)) from None
+
+
+def _mode(args):
+    """--enosys and --emulate-kernel, checked: (Mode, emulated version or None)."""
+    from .patch import parse_mode
+
+    mode = parse_mode(args.enosys)
+    if mode.kernel is not None:
+        _check_kernel(mode.kernel, args.enosys, "--enosys")
+    emulate = _parse_kernel(args.emulate_kernel, "--emulate-kernel") if args.emulate_kernel else None
+    return mode, emulate
 
 
 def _load(args):
@@ -66,6 +109,7 @@ def _load(args):
 
 
 def cmd_disasm(args) -> int:
+    """Print a listing of a raw filter."""
     from .bpf.disasm import disassemble
 
     program = _read_program(args.file, args.endian)
@@ -75,20 +119,23 @@ def cmd_disasm(args) -> int:
 
 
 def cmd_emu(args) -> int:
+    """Run one call through a raw filter and print the action."""
     from . import syscalls
     from .actions import describe
     from .bpf import emu
     from .bpf.disasm import disassemble
+    from .explain import parse_nr, unknown_name_text
 
     arch = _arch(args.arch)
+    nr = parse_nr(args.syscall)
+    if nr is None:
+        if arch.name not in syscalls.arches():
+            raise UsageError("SYSCALL", f"ocishim has no syscall table for {arch.name}: "
+                                        "give the number instead of the name")
+        nr = syscalls.resolve(arch.name, args.syscall)
+        if nr is None:
+            raise UsageError("SYSCALL", unknown_name_text(args.syscall, [arch.name]))
     program = _read_program(args.file, args.endian)
-    try:
-        nr = int(args.syscall, 0)
-    except ValueError:
-        found = syscalls.resolve(arch.name, args.syscall) if arch.name in syscalls.arches() else None
-        if found is None:
-            raise UsageError("SYSCALL", f"unknown syscall {args.syscall!r} on {arch.name}") from None
-        nr = found
     if len(args.args) > 6:
         raise UsageError("ARG", "a syscall has at most 6 arguments")
     values = [_parse_int(a, f"ARG {i}") for i, a in enumerate(args.args)]
@@ -102,11 +149,10 @@ def cmd_emu(args) -> int:
 
 
 def _patched(args):
-    from .patch import parse_kernel, parse_mode, patch_profile
+    from .patch import patch_profile
 
+    mode, emulate = _mode(args)
     profile = _load(args)
-    mode = parse_mode(args.enosys)
-    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
     patched = patch_profile(profile, mode, emulate, unknown_fail=args.unknown_syscall == "fail")
     for warning in patched.compiled.warnings:
         print(f"ocishim: warning: {warning}", file=sys.stderr)
@@ -114,18 +160,20 @@ def _patched(args):
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain
+    """Print, per (arch, syscall), the answer before and after patching."""
+    from .explain import explain, select
 
     profile, patched = _patched(args)
     compiled = patched.compiled
     arches = compiled.arches
     if args.arch:
-        wanted = _arch(args.arch)
+        wanted = _arch(args.arch, "--arch")
         arches = tuple(a for a in arches if a == wanted)
         if not arches:
             raise UsageError("--arch", f"{wanted.name} is not in this filter "
                                        f"({', '.join(a.name for a in compiled.arches)})")
-    entries = explain(profile, arches, compiled.program, patched.program, args.syscalls)
+    only = select(args.syscalls, arches)
+    entries = explain(profile, arches, compiled.program, patched.program, only)
     if args.json:
         json.dump([e.as_json() for e in entries], sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -135,7 +183,8 @@ def cmd_explain(args) -> int:
     for e in entries:
         mark = "" if e.before == e.after else "  *"
         nr = f"{e.nr:#x}" if e.nr >= 0x10000 else str(e.nr)
-        print(f"{e.arch:<8} {nr:>10}  {e.name:<24} {e.before:<22} {e.after}{mark}")
+        name = e.name if e.name is not None else "(not in table)"
+        print(f"{e.arch:<8} {nr:>10}  {name:<24} {e.before:<22} {e.after}{mark}")
         for r in e.rules:
             print(f"{'':<8} {'':>10}  {'':<24}   {r}")
     _print_runtime_notes(profile, patched)
@@ -199,6 +248,7 @@ def _write_output(data: bytes, path: str | None, binary: bool) -> None:
 
 
 def cmd_patch(args) -> int:
+    """Write the patched filter (or the rewritten config) to stdout or -o FILE."""
     import base64
 
     from .bpf.disasm import disassemble
@@ -218,15 +268,13 @@ def cmd_patch(args) -> int:
 
 def _patch_config(args) -> int:
     from .integrations.config import dumps, rewrite
-    from .patch import parse_kernel, parse_mode
     from .profile import load
 
+    mode, emulate = _mode(args)
     loaded = load(args.profile)
     if loaded.config is None:
         raise UsageError(args.profile, "--format config needs a bundle or a config.json")
-    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
-    result = rewrite(loaded.config, parse_mode(args.enosys), emulate, loaded.source,
-                     args.unknown_syscall == "fail")
+    result = rewrite(loaded.config, mode, emulate, loaded.source, args.unknown_syscall == "fail")
     if result.config is None:
         print("ocishim: the config has no linux.seccomp: no filter, written unchanged", file=sys.stderr)
     _write_output(dumps(result.config or loaded.config).encode(), args.output, binary=False)
@@ -251,22 +299,49 @@ def cmd_exec(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Run a bundle with crun or runc under the patched filter."""
     from .integrations.run import run
-    from .patch import parse_kernel, parse_mode
 
-    mode = parse_mode(args.enosys)
-    emulate = parse_kernel(args.emulate_kernel) if args.emulate_kernel else None
+    mode, emulate = _mode(args)
     return run(args.bundle, args.runtime, args.id, mode, emulate, args.runtime_arg,
                unknown_fail=args.unknown_syscall == "fail")
 
 
+class _StrictStdin:
+    """stdin for the hook: read as bytes, within the profile size limit, decoded strictly.
+
+    Python's text stdin (surrogateescape under podman's empty environment) would turn
+    invalid UTF-8 into a misleading message, and would read an endless stream whole.
+    """
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+
+    def read(self, size: int = -1) -> str:
+        from .errors import ProfileError
+        from .profile.parse import MAX_PROFILE_BYTES
+
+        data = self._raw.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:
+            raise ProfileError("stdin", f"larger than the {MAX_PROFILE_BYTES // (1 << 20)} MiB limit")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProfileError("stdin", f"not valid UTF-8 (byte offset {exc.start})") from None
+
+
 def cmd_hook(args) -> int:
+    """Run an OCI hook: precreate reads config.json on stdin and prints it patched."""
     from .integrations.hook import main_precreate
 
+    # main_precreate reads sys.stdin inside its own error handling, so a bad input is
+    # refused (exit 2) and logged there like any other bad config.
+    sys.stdin = _StrictStdin(sys.stdin.buffer)  # type: ignore[assignment]
     return main_precreate()
 
 
 def cmd_install(args) -> int:
+    """Install the podman precreate hook file."""
     from .integrations.hook import install
 
     path = install(args.dir, args.ocishim or _own_path(), args.config)
@@ -283,94 +358,313 @@ def _own_path() -> str:
     return os.path.abspath(found)
 
 
+def cmd_log(args) -> int:
+    """The recent decisions of the hook and the wrapper, read back from where they were logged."""
+    from .integrations.log import entry_dict, read_recent
+    from .integrations.settings import load_settings
+
+    if args.lines < 0:
+        raise UsageError("-n", "must be 0 or more")
+    entries = read_recent(load_settings(), args.lines, args.file or None)
+    if args.json:
+        print(json.dumps([entry_dict(e) for e in entries], indent=1))
+        return 0
+    for e in entries:
+        pid = f"[{e.pid}]" if e.pid is not None else ""
+        print(f"{e.time or '?'} ocishim{pid} {e.level}: {e.message}")
+    return 0
+
+
+def _libseccomp_path() -> str | None:
+    """The file the loaded libseccomp came from, as the dynamic loader found it."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[5].strip() if line.count(" ") >= 5 else ""
+                if "/libseccomp.so" in path:
+                    return path
+    except (OSError, IndexError):
+        pass
+    return None
+
+
+def version_text() -> str:
+    """What `ocishim --version` prints: ocishim, its libseccomp and its syscall table."""
+    from . import syscalls
+    from .syscalls._data import SOURCE_SHA256
+
+    lines = [f"ocishim {__version__}"]
+    try:
+        from . import libseccomp
+
+        found = ".".join(map(str, libseccomp.version()))
+        lines.append(f"libseccomp {found} ({_libseccomp_path() or 'path unknown'})")
+    except (ImportError, OSError, AttributeError) as exc:  # --version must answer anyway
+        lines.append(f"libseccomp: cannot be loaded ({exc})")
+    # The table has no version field: its newest `since` is the newest kernel it knows.
+    newest = max((syscalls.since(a, nr), a, nr) for a in syscalls.arches() for nr in syscalls.numbers(a))
+    version, arch, nr = newest
+    lines.append(f"syscall table: Linux {syscalls.format_version(version)} "
+                 f"(newest syscall: {syscalls.name(arch, nr)}), data sha256 {SOURCE_SHA256[:12]}")
+    return "\n".join(lines) + "\n"
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(version_text())
+        parser.exit(0)
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+DESCRIPTION = """\
+ocishim makes container seccomp profiles answer ENOSYS ("not implemented") instead of
+EPERM for syscalls the profile has no rule for, so that newer programs fall back to
+older syscalls instead of failing. It compiles the profile with libseccomp, puts a
+small check in front, and hands the result to crun, runc, podman or containerd.
+
+PROFILE is a bundle directory, a config.json, a bare linux.seccomp object or a
+Docker-format profile. Exit codes: 0 success, 1 system failure, 2 bad input."""
+
+EPILOG = """\
+examples:
+  ocishim explain /path/to/bundle clone3 faccessat2   what these syscalls get, before and after
+  ocishim patch config.json --format base64           crun's run.oci.seccomp_bpf_data value
+  ocishim patch bundle --format config -o new.json    the config rewritten for any runtime
+  ocishim run bundle --runtime runc                   run a bundle with the patched filter
+  ocishim help COMMAND                                more about one command"""
+
+_MODE_HELP = """\
+--enosys modes (which syscalls without a rule answer ENOSYS instead of the default):
+  unnamed     every syscall that no rule of the profile names (the default)
+  auto        only those added after the newest syscall the profile names
+  kernel:X.Y  only those added after Linux X.Y
+  max         only numbers above the highest the profile names (runc's own check)
+  off         none: libseccomp's filter unchanged"""
+
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (one-line help, description, examples)
+    "explain": (
+        "show what each syscall gets from a profile, before and after patching",
+        "For every syscall of every arch in the filter (or only those given), the answer of\n"
+        "libseccomp's filter and of the patched one: ALLOW, ERRNO(EPERM), ERRNO(ENOSYS),\n"
+        "KILL_PROCESS, TRAP, LOG, TRACE(n), NOTIFY, or 'depends on args' with the rule.\n"
+        "A '*' marks what patching changed. Then what crun, runc and other runtimes get.",
+        "examples:\n"
+        "  ocishim explain config.json clone3 faccessat2\n"
+        "  ocishim explain docker-default.json --arch amd64 --json\n"
+        "  ocishim explain bundle --enosys kernel:5.10 0x1b3"),
+    "patch": (
+        "write the patched filter: raw BPF, base64, a listing, or a rewritten config.json",
+        "Compile PROFILE, prepend the ENOSYS check and write the result. Raw BPF is what\n"
+        "seccomp(2) takes, in host byte order; base64 is crun's run.oci.seccomp_bpf_data;\n"
+        "config is the whole config.json rewritten for any runtime.",
+        "examples:\n"
+        "  ocishim patch config.json -o filter.bpf\n"
+        "  ocishim patch config.json --format disasm | less\n"
+        "  ocishim patch bundle --format config -o bundle/config.json"),
+    "disasm": (
+        "print a raw filter as readable instructions",
+        "Print a raw sock_filter array (a file, or - for stdin) one instruction a line.",
+        "examples:\n"
+        "  ocishim disasm filter.bpf\n"
+        "  ocishim patch config.json | ocishim disasm -"),
+    "emu": (
+        "run one syscall through a raw filter and print the answer",
+        "Emulate the kernel's run of FILE (- for stdin) for one call on ARCH and print the\n"
+        "action, in the words of explain. ARCH may be spelt as libseccomp, the OCI spec\n"
+        "(SCMP_ARCH_X86_64), Go or Docker (amd64, arm64), or Debian (i386, armhf) spell it.",
+        "examples:\n"
+        "  ocishim emu filter.bpf amd64 clone3\n"
+        "  ocishim emu filter.bpf x86_64 socket 40 --trace\n"
+        "  ocishim emu filter.bpf aarch64 0x1b7"),
+    "exec": (
+        "load the patched filter into this process and run a command under it",
+        "Set no_new_privs, load the patched filter, then execve CMD: a quick way to try a\n"
+        "program under a profile without a container. Put the command after --.",
+        "examples:\n"
+        "  ocishim exec docker-default.json -- /bin/bash -c '[ -x /bin/ls ] && echo ok'"),
+    "run": (
+        "run a bundle with crun or runc under the patched filter",
+        "Patch the bundle's config (the bundle itself is never written) and run it with the\n"
+        "runtime. The container's exit status is ocishim's.",
+        "examples:\n"
+        "  ocishim run ./bundle\n"
+        "  ocishim run ./bundle --runtime runc --runtime-arg=--root=/run/test"),
+    "hook": (
+        "OCI hook for podman and buildah: patch config.json on stdin (precreate)",
+        "precreate: read config.json on stdin, print it patched on stdout. podman runs it\n"
+        "before creating each container; a non-zero exit refuses the container. Install\n"
+        "it with `ocishim install podman-hook`.",
+        "example:\n"
+        "  ocishim hook precreate < config.json > patched.json"),
+    "install": (
+        "install an integration file (the podman precreate hook)",
+        "Write the hooks.d file that makes podman run `ocishim hook precreate` for every\n"
+        "container. CRI-O reads the default hooks directory too but does not know\n"
+        "precreate: give podman a directory of its own (--hooks-dir or hooks_dir).",
+        "example:\n"
+        "  ocishim install podman-hook --dir /etc/ocishim/hooks.d"),
+}
+
+
+def _add_command(sub, name: str) -> argparse.ArgumentParser:
+    short, description, examples = _COMMANDS[name]
+    return sub.add_parser(name, help=short, description=description, epilog=examples,
+                          formatter_class=_FORMATTER)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocishim", description=__doc__)
-    p.add_argument("--version", action="version", version=f"ocishim {__version__}")
+    p = argparse.ArgumentParser(prog="ocishim", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_FORMATTER)
+    p.add_argument("--version", action=_VersionAction,
+                   help="print the versions of ocishim, of the libseccomp it loads and of its syscall table")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def profile_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("profile", metavar="PROFILE",
-                        help="bundle dir, config.json, linux.seccomp object or Docker profile")
+                        help="bundle directory, config.json, linux.seccomp object or Docker profile")
         sp.add_argument("--caps", metavar="CAP,...",
-                        help="capabilities for Docker includes/excludes (default: Docker's default set)")
+                        help="capabilities for a Docker profile's includes/excludes "
+                             "(default: Docker's default set)")
         sp.add_argument("--kernel", metavar="X.Y",
-                        help="kernel version for Docker minKernel (default: the running kernel)")
+                        help="kernel version for a Docker profile's minKernel (default: the running kernel)")
 
     def endian_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--endian", choices=("host", "little", "big"), default="host",
                         help="byte order of FILE (default: host, what seccomp(2) takes)")
 
     def mode_args(sp: argparse.ArgumentParser) -> None:
+        sp.epilog = f"{_MODE_HELP}\n\n{sp.epilog}" if sp.epilog else _MODE_HELP
         sp.add_argument("--enosys", metavar="MODE", default="unnamed",
-                        help="unnamed (default), auto, max, off or kernel:X.Y")
+                        help="which syscalls without a rule answer ENOSYS: unnamed (default), "
+                             "auto, max, off or kernel:X.Y (see below)")
         sp.add_argument("--emulate-kernel", metavar="X.Y",
-                        help="also answer ENOSYS for every syscall newer than kernel X.Y")
+                        help="also answer ENOSYS for every syscall newer than Linux X.Y, even if "
+                             "allowed: test an image against an older host's kernel")
         sp.add_argument("--unknown-syscall", choices=("warn", "fail"), default="warn",
-                        help="a name neither libseccomp nor the table knows: warn (default) or fail")
+                        help="a name neither libseccomp nor ocishim's table knows: "
+                             "warn and skip it (default), or fail")
 
-    sp = sub.add_parser("disasm", help="human-readable listing of a raw filter")
-    sp.add_argument("file", metavar="FILE")
-    endian_arg(sp)
-    sp.set_defaults(func=cmd_disasm)
-
-    sp = sub.add_parser("emu", help="run one syscall through a raw filter")
-    sp.add_argument("file", metavar="FILE")
-    sp.add_argument("arch", metavar="ARCH")
-    sp.add_argument("syscall", metavar="SYSCALL", help="name or number")
-    sp.add_argument("args", metavar="ARG", nargs="*", help="integers, any base (0x.., 0o.., 0b..)")
-    sp.add_argument("--trace", action="store_true", help="print the instructions executed")
-    endian_arg(sp)
-    sp.set_defaults(func=cmd_emu)
-
-    sp = sub.add_parser("explain", help="what every syscall gets from a profile")
+    sp = _add_command(sub, "explain")
     profile_args(sp)
-    sp.add_argument("syscalls", metavar="SYSCALL", nargs="*", help="only these (names or numbers)")
-    sp.add_argument("--arch", metavar="ARCH")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("syscalls", metavar="SYSCALL", nargs="*",
+                    help="only these syscalls: names, or numbers (any base); default: all")
+    sp.add_argument("--arch", metavar="ARCH",
+                    help="only this architecture of the filter (amd64, x86_64, arm64, i386...)")
+    sp.add_argument("--json", action="store_true",
+                    help="print a JSON list of {arch, name, nr, before, after} instead of a table")
     mode_args(sp)
     sp.set_defaults(func=cmd_explain)
 
-    sp = sub.add_parser("patch", help="the patched filter, as raw BPF, base64 or a listing")
+    sp = _add_command(sub, "patch")
     profile_args(sp)
     mode_args(sp)
     sp.add_argument("--format", choices=("bpf", "base64", "disasm", "config"), default="bpf",
-                    help="config: the whole config.json, rewritten for any runtime")
-    sp.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+                    help="bpf: raw filter (default); base64: for crun's annotation; disasm: "
+                         "a listing; config: the whole config.json rewritten for any runtime")
+    sp.add_argument("-o", "--output", metavar="FILE",
+                    help="write to FILE (replaced atomically) instead of stdout")
     sp.set_defaults(func=cmd_patch)
 
-    sp = sub.add_parser("exec", help="load the patched filter (no_new_privs) and execve CMD")
+    sp = _add_command(sub, "exec")
     profile_args(sp)
     mode_args(sp)
-    sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR first")
+    sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR before running CMD")
     sp.add_argument("command", metavar="CMD", nargs="*",
                     help="after --: the command and its arguments")
     sp.set_defaults(func=cmd_exec)
 
-    sp = sub.add_parser("run", help="run a bundle with crun or runc under the patched filter")
-    sp.add_argument("bundle", metavar="BUNDLE")
-    sp.add_argument("--runtime", default="crun", help="crun (default), runc, or a path")
+    sp = _add_command(sub, "run")
+    sp.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (config.json and rootfs)")
+    sp.add_argument("--runtime", default="crun",
+                    help="crun (default), runc, or the path of a runtime with runc's command line")
     sp.add_argument("--id", help="container id (default: ocishim-<random>)")
     sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
-                    help="a global flag for the runtime, e.g. --runtime-arg=--root=/run/x")
+                    help="a global flag for the runtime, repeatable, e.g. --runtime-arg=--root=/run/x")
     mode_args(sp)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("hook", help="OCI hooks: precreate (podman, buildah)")
-    sp.add_argument("stage", choices=("precreate",))
+    sp = _add_command(sub, "disasm")
+    sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
+    endian_arg(sp)
+    sp.set_defaults(func=cmd_disasm)
+
+    sp = _add_command(sub, "emu")
+    sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
+    sp.add_argument("arch", metavar="ARCH",
+                    help="architecture: x86_64, amd64, aarch64, arm64, i386, SCMP_ARCH_ARM...")
+    sp.add_argument("syscall", metavar="SYSCALL", help="syscall name, or number (0 to 0xffffffff)")
+    sp.add_argument("args", metavar="ARG", nargs="*",
+                    help="up to 6 arguments, 64-bit integers in any base (-100, 0x28, 0o644, 0b10)")
+    sp.add_argument("--trace", action="store_true", help="also print each instruction executed")
+    endian_arg(sp)
+    sp.set_defaults(func=cmd_emu)
+
+    sp = _add_command(sub, "hook")
+    sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
     sp.set_defaults(func=cmd_hook)
 
-    sp = sub.add_parser("install", help="install an integration file")
-    sp.add_argument("what", choices=("podman-hook",))
+    sp = _add_command(sub, "install")
+    sp.add_argument("what", choices=("podman-hook",), help="what to install; only podman-hook")
     sp.add_argument("--dir", default="/etc/containers/oci/hooks.d",
                     help="hooks directory (default: /etc/containers/oci/hooks.d; give podman its "
                          "own with --hooks-dir, CRI-O does not know precreate)")
     sp.add_argument("--ocishim", metavar="PATH", help="absolute path of ocishim (default: from PATH)")
     sp.add_argument("--config", metavar="FILE", help="settings file for the hook (OCISHIM_CONFIG)")
     sp.set_defaults(func=cmd_install)
+
+    sp = sub.add_parser(
+        "log", help="show the recent decisions and refusals of the hook and the wrapper",
+        description="Read back what `ocishim hook` and `ocishim-runtime` logged: the settings'\n"
+                    "log file, else the journal (journalctl -t ocishim) or the syslog files,\n"
+                    "and /var/log/ocishim.log. Newest last.",
+        epilog="examples:\n  ocishim log\n  ocishim log -n 100 --json\n"
+               "  ocishim log --file /var/log/ocishim.log.1",
+        formatter_class=_FORMATTER)
+    sp.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                    help="how many entries (default: 20)")
+    sp.add_argument("--json", action="store_true",
+                    help="print a JSON list of {time, pid, level, message, source}")
+    sp.add_argument("--file", action="append", metavar="FILE",
+                    help="read this log file instead (repeatable)")
+    sp.set_defaults(func=cmd_log)
+
+    sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
+                        formatter_class=_FORMATTER)
+    sp.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
+    sp.set_defaults(func=lambda args: _cmd_help(p, sub, args))
     return p
 
 
+def _cmd_help(parser: argparse.ArgumentParser, sub, args) -> int:
+    """`ocishim help [COMMAND]`: the same text as --help."""
+    if args.topic is None:
+        parser.print_help()
+        return 0
+    if args.topic not in sub.choices:
+        from .explain import closest
+
+        near = closest(args.topic, sub.choices)
+        hint = f"; closest: {', '.join(near)}" if near else ""
+        raise UsageError("help", f"no command {args.topic!r}{hint} (commands: {', '.join(sub.choices)})")
+    sub.choices[args.topic].print_help()
+    return 0
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text, 0)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `ocishim` command; returns the exit code."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command: list[str] | None = None
@@ -381,15 +675,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if command is not None:
         args.command = list(args.command) + command
-    # `explain PROFILE --json read write`: names may follow the options.
-    if extra and getattr(args, "command", None) == "explain" and not any(e.startswith("-") for e in extra):
+    # `explain PROFILE --json read write`: names may follow the options. A negative
+    # number is kept as a SYSCALL too, so that it gets explain's range message.
+    if extra and getattr(args, "command", None) == "explain" and \
+            not any(e.startswith("-") and not _is_int(e) for e in extra):
         args.syscalls = list(args.syscalls) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        from . import libseccomp
+        if args.command != "help":  # help must work even where libseccomp is too old
+            from . import libseccomp
 
-        libseccomp.require()
+            libseccomp.require()
         return args.func(args)
     except OcishimError as exc:
         print(f"ocishim: {exc}", file=sys.stderr)

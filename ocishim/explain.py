@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import syscalls
 from .actions import action_value, describe
-from .arch import Arch
+from .arch import NR_MAX, Arch, nr_domain
 from .bpf import emu
 from .bpf.insn import Insn
+from .errors import UsageError
 from .profile.model import ArgCond, Profile, Rule
 
 DEPENDS = "depends on args"
@@ -21,7 +23,7 @@ _OP_TEXT = {"SCMP_CMP_NE": "!=", "SCMP_CMP_LT": "<", "SCMP_CMP_LE": "<=", "SCMP_
 @dataclass(frozen=True)
 class Entry:
     arch: str
-    name: str
+    name: str | None  # None: a number the user asked for that arch's table does not have
     nr: int
     before: str
     after: str
@@ -57,10 +59,84 @@ def answer(program: Sequence[Insn], arch: Arch, nr: int) -> tuple[str, bool]:
     return describe(result.ret), False
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The syscalls the user asked about: names in the table, and numbers."""
+
+    names: frozenset[str] = frozenset()
+    numbers: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.numbers)
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates spelled most like word (difflib's ratio), best first."""
+    return difflib.get_close_matches(word, sorted(set(candidates)), n=n, cutoff=0.6)
+
+
+def parse_nr(text: str, what: str = "SYSCALL") -> int | None:
+    """A syscall number written in any base (0x..), or None when text is not a number.
+
+    seccomp_data.nr is 32 bits and filters compare it unsigned; anything outside
+    0..0xffffffff could never reach a filter, so it is an input error, not a question.
+    """
+    try:
+        nr = int(text, 0)
+    except ValueError:
+        return None
+    if not 0 <= nr <= NR_MAX:
+        raise UsageError(what, f"syscall number {text} is out of range (0 to {NR_MAX:#x})")
+    return nr
+
+
+def unknown_name_text(name: str, arches: Sequence[str]) -> str:
+    """Why name is refused on arches, with the closest names of their tables."""
+    table = {n for a in arches for n in syscalls.names(a)}
+    near = closest(name, table)
+    elsewhere = [a for a in syscalls.arches() if a not in arches and syscalls.resolve(a, name) is not None]
+    text = f"unknown syscall {name!r} on {', '.join(arches)}"
+    if elsewhere:
+        text += f" (the table has it on {', '.join(elsewhere)})"
+    if near:
+        text += f"; closest: {', '.join(near)}"
+    return text
+
+
+def select(words: Iterable[str], arches: Sequence[Arch]) -> Selection:
+    """Check SYSCALL arguments against the table of the given arches.
+
+    A name no selected arch has is a UsageError listing the closest names: a misspelled
+    name must not give an empty answer that reads as "nothing to see".
+    """
+    words = list(words)
+    tabled = [a.name for a in arches if a.name in syscalls.arches()]
+    names: set[str] = set()
+    numbers: set[int] = set()
+    bad: list[str] = []
+    for word in words:
+        nr = parse_nr(word)
+        if nr is not None:
+            if not any(nr_domain(a.name)[0] <= nr <= nr_domain(a.name)[1] for a in arches):
+                raise UsageError("SYSCALL", f"{word} is not a syscall number of "
+                                            f"{', '.join(a.name for a in arches)}")
+            numbers.add(nr)
+        elif tabled and not any(syscalls.resolve(a, word) is not None for a in tabled):
+            bad.append(unknown_name_text(word, tabled))
+        else:
+            names.add(word)
+    if bad:
+        raise UsageError("SYSCALL", "; ".join(bad))
+    return Selection(frozenset(names), frozenset(numbers))
+
+
 def explain(profile: Profile, arches: Sequence[Arch], before: Sequence[Insn],
-            after: Sequence[Insn] | None = None, only: Iterable[str] = ()) -> list[Entry]:
-    """One Entry per (arch, syscall name) in the table, arches in the given order, by nr."""
-    wanted = set(only)
+            after: Sequence[Insn] | None = None, only: Selection = Selection()) -> list[Entry]:
+    """One Entry per (arch, syscall name) in the table, arches in the given order, by nr.
+
+    With `only`, just those names and numbers; a number the table lacks for an arch
+    still gets an entry (name None), since that is exactly what the stub is about.
+    """
     rules_by_name: dict[str, list[Rule]] = {}
     for rule in profile.syscalls:
         if rule.args:
@@ -70,13 +146,20 @@ def explain(profile: Profile, arches: Sequence[Arch], before: Sequence[Insn],
     for arch in arches:
         if arch.name not in syscalls.arches():
             continue
-        table = sorted(syscalls.names(arch.name).items(), key=lambda kv: (kv[1], kv[0]))
+        table: list[tuple[str | None, int]] = sorted(syscalls.names(arch.name).items(),
+                                                     key=lambda kv: (kv[1], kv[0]))
+        if only:
+            low, high = nr_domain(arch.name)
+            listed = {nr for _, nr in table}
+            table = [(n, nr) for n, nr in table if n in only.names or nr in only.numbers]
+            table += [(None, nr) for nr in sorted(only.numbers)
+                      if nr not in listed and low <= nr <= high]
+            table.sort(key=lambda kv: (kv[1], kv[0] or ""))
         for name, nr in table:
-            if wanted and name not in wanted and str(nr) not in wanted:
-                continue
             b, b_args = answer(before, arch, nr)
             a, a_args = answer(after, arch, nr) if after is not None else (b, b_args)
-            rules = tuple(rule_text(r) for r in rules_by_name.get(name, ())) if b_args or a_args else ()
+            rules = tuple(rule_text(r) for r in rules_by_name.get(name or "", ())) \
+                if b_args or a_args else ()
             entries.append(Entry(arch.name, name, nr, b, a, rules))
     return entries
 
