@@ -237,3 +237,32 @@ def test_wrapper_patches_crun_config_flag(flag: list[str], workdir: Path):
         config = json.loads((bundle / "other.json").read_text())
         assert config["annotations"][H.BPF_ANNOTATION] != ALLOW_ALL_BPF, \
             f"{flag}: crun reads other.json, which still carries the pod's ALLOW-all program"
+
+
+# ---------------------------------------------------------------------------------
+# Messages name the annotation or setting that decided, not a command-line flag (issue 7,
+# build 3: "A message about a bad annotation or setting names it, not a command-line flag").
+
+UNKNOWN_PROFILE: dict[str, Any] = {
+    **PROFILE,
+    "syscalls": PROFILE["syscalls"] + [{"names": ["not_a_real_syscall"],
+                                        "action": "SCMP_ACT_ALLOW"}],
+}
+
+
+@pytest.mark.parametrize("where", ["annotation", "setting"])
+def test_unknown_syscall_fail_names_annotation_or_setting(where: str, workdir: Path):
+    """unknown-syscall=fail chosen by an annotation or by the settings file: the refusal names
+    annotations.ocishim.unknown-syscall or the settings key, never `--unknown-syscall`."""
+    svalues = {"unknown-syscall": "fail"} if where == "setting" else {}
+    annotations = {"ocishim.unknown-syscall": "fail"} if where == "annotation" else {}
+    spath = H.write_settings(workdir, svalues, workdir / "log")
+    env = {**_env(workdir), "OCISHIM_CONFIG": spath}
+    proc = subprocess.run([sys.executable, "-m", "ocishim", "hook", "precreate"],
+                          input=json.dumps(H.config(UNKNOWN_PROFILE, annotations)),
+                          capture_output=True, text=True, env=env, timeout=120, cwd=H.REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert "--unknown-syscall" not in proc.stderr, \
+        f"the {where} decided, but the message names a command-line flag: {proc.stderr!r}"
+    wanted = "annotations.ocishim.unknown-syscall" if where == "annotation" else "unknown-syscall"
+    assert wanted in proc.stderr, proc.stderr
