@@ -1,8 +1,10 @@
 """The podman/buildah `precreate` hook: config.json on stdin, rewritten config on stdout.
 
 podman runs the hook before it creates the container, in the bundle directory, and
-drops its stderr: what happens is logged (settings.log). A non-zero exit stops the
-container, which is what any failure here must do.
+drops its stderr: every decision and refusal is logged (integrations/log.py), and a
+refusal also prints one line naming where the reason was logged, on podman's own
+stderr (log.tell_caller). A non-zero exit stops the container, which is what any
+failure here must do.
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ from ..errors import OcishimError, ProfileError, SystemFailure
 from ..files import write_atomically
 from ..profile.parse import decode
 from .config import dumps, rewrite_for_container
-from .settings import Settings, load_settings, log
+from .log import log, tell_caller
+from .settings import Settings, load_settings
 
 HOOKS_D_NAME = "ocishim-precreate.json"
+
+
+def refuse(settings: Settings, exc: BaseException, exit_code: int) -> int:
+    """Log why the container is not created, and tell the caller where that is logged."""
+    reason = str(exc) if isinstance(exc, OcishimError) else f"internal error: {type(exc).__name__}: {exc}"
+    where = log(settings, "error", f"precreate: {reason}; the container is not created", stderr=False)
+    short = reason if len(reason) <= 300 else reason[:300] + "..."
+    place = f"logged to {where}" if where.kind in ("journal", "syslog", "file") else "not logged"
+    tell_caller(f"ocishim: {short} (the container is not created; {place}; `ocishim log` shows it)")
+    return exit_code
 
 
 def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None) -> int:
@@ -33,18 +46,19 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
         for warning in result.patched.compiled.warnings if result.patched else ():
             log(settings, "warning", f"precreate: {warning}", stderr=False)
     except OcishimError as exc:
-        log(settings, "error", f"precreate: {exc}; the container is not created", stderr=False)
-        print(f"ocishim: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return refuse(settings, exc, exc.exit_code)
+    except Exception as exc:  # a bug must still stop the container and leave a trace
+        return refuse(settings, exc, 1)
     if result.config is None:
-        log(settings, "info", "precreate: the config has no linux.seccomp: no filter, left unchanged")
+        log(settings, "info", "precreate: the config has no linux.seccomp: no filter, left unchanged",
+            stderr=False)
         stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
     mode, emulate = result.patched.mode, result.patched.emulate
     log(settings, "info", f"precreate: patched (--enosys {mode}"
         + (f", emulate {emulate[0]}.{emulate[1]}" if emulate else "")
         + f"): {len(result.patched.program)} instructions, "
-        f"JSON rule with {len(result.enosys_names)} names")
+        f"JSON rule with {len(result.enosys_names)} names", stderr=False)
     stdout.write(dumps(result.config))
     return 0
 
@@ -73,7 +87,6 @@ def main_precreate() -> int:
     try:
         settings = load_settings()
     except OcishimError as exc:
-        print(f"ocishim: {exc}", file=sys.stderr)
-        log(Settings(), "error", f"precreate: {exc}", stderr=False)
-        return exc.exit_code
+        # The settings cannot say where to log: the default places (journal, syslog, file).
+        return refuse(Settings(), exc, exc.exit_code)
     return precreate(sys.stdin, sys.stdout, settings)
