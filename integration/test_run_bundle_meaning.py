@@ -49,19 +49,24 @@ BINDS = [
     ("../outside/o.txt", "/mnt/out", "/mnt/out", "a .. that leaves the bundle\n"),
     ("rdir", "/mnt/rdir", "/mnt/rdir/y.txt", "an rbind of type none\n"),
 ]
+# A source whose ".." follows a symlink: runc joins it lexically onto the bundle
+# (filepath.Join), crun leaves it to the kernel, which resolves ".." after the symlink.
+# Each runtime must keep its own answer under ocishim.
+TWIST_SOURCE, TWIST_DEST = "lnk/../twist.txt", "/mnt/twist"
+TWIST = {"runc": "lexical: bundle/twist.txt\n", "crun": "physical: bundle/sub/twist.txt\n"}
 HOOK_READS = ("data/f.txt", "sub/../up.txt")  # what the createRuntime hook reads, from its cwd
 TMPFS = "/mnt/t"
 
 
 def _script() -> str:
-    cats = " ".join(cat for _, _, cat, _ in BINDS)
+    cats = " ".join([*(cat for _, _, cat, _ in BINDS), TWIST_DEST])
     return f"cat {cats} && /bin/busybox grep ' {TMPFS} ' /proc/mounts; exit {EXIT}"
 
 
-def _expected_output() -> str:
+def _expected_output(runtime: str) -> str:
     """What the container prints in place: the contents this test wrote, then the tmpfs
     line with its source as written (runtimes do not resolve a tmpfs's source)."""
-    return "".join(content for *_, content in BINDS) + f"tmpfs {TMPFS} tmpfs"
+    return "".join(content for *_, content in BINDS) + TWIST[runtime] + f"tmpfs {TMPFS} tmpfs"
 
 
 def _tree(path: Path) -> dict[str, str]:
@@ -114,7 +119,13 @@ def _make_case(top: Path) -> Case:
         options = ["rbind", "ro"] if source == "rdir" else ["bind", "ro"]
         config["mounts"].append({"destination": destination, "type": "none" if source == "rdir" else "bind",
                                  "source": source, "options": options})
-    (bundle / "sub").mkdir(exist_ok=True)
+    (bundle / "sub" / "deep").mkdir(parents=True, exist_ok=True)
+    (bundle / "lnk").symlink_to("sub/deep")
+    (bundle / "twist.txt").write_text(TWIST["runc"])
+    (bundle / "sub" / "twist.txt").write_text(TWIST["crun"])
+    (rootfs / TWIST_DEST.lstrip("/")).write_text("")
+    config["mounts"].append({"destination": TWIST_DEST, "type": "bind", "source": TWIST_SOURCE,
+                             "options": ["bind", "ro"]})
     (rootfs / TMPFS.lstrip("/")).mkdir()
     config["mounts"].append({"destination": TMPFS, "type": "tmpfs", "source": "tmpfs",
                              "options": ["nosuid", "nodev"]})
@@ -158,6 +169,7 @@ class Runtime:
         """`RUNTIME run --bundle BUNDLE` in place, without ocishim."""
         return subprocess.run([*self.prefix, self.name, *self.global_args, "run", "--bundle",
                                bundle_arg, self.new_id()], cwd=cwd, capture_output=True,
+                              env={**os.environ, "PWD": str(cwd)},  # as a shell sets it
                               text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
     def ocishim(self, bundle_arg: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -242,7 +254,7 @@ def test_in_place_premise(runtime, case):
     the hook reads its files, and nothing in the bundle is written."""
     before = _tree(case.bundle)
     proc = runtime.plain(str(case.bundle), case.top)
-    assert _outcome(proc) == (EXIT, _expected_output()), proc.stderr
+    assert _outcome(proc) == (EXIT, _expected_output(runtime.name)), proc.stderr
     assert case.records() == [_hook_saw()]
     assert _tree(case.bundle) == before
 
@@ -252,7 +264,7 @@ def test_ocishim_run_means_what_the_runtime_does_in_place(form, runtime, case):
     ocishim_arg, in_place_arg, cwd = _form(case, form)
     before = _tree(case.bundle)
     in_place = runtime.plain(in_place_arg, cwd)
-    assert _outcome(in_place) == (EXIT, _expected_output()), in_place.stderr
+    assert _outcome(in_place) == (EXIT, _expected_output(runtime.name)), in_place.stderr
 
     proc = runtime.ocishim(ocishim_arg, cwd)
     assert _outcome(proc) == _outcome(in_place), \
@@ -261,6 +273,31 @@ def test_ocishim_run_means_what_the_runtime_does_in_place(form, runtime, case):
     # The hook ran from the bundle both times and read the same files.
     assert case.records() == [_hook_saw(), _hook_saw()]
     # Nothing written into the bundle, nothing left behind.
+    assert _tree(case.bundle) == before
+    assert sorted(os.listdir(runtime.tmpdir)) == []
+    assert runtime.ids() == []
+
+
+def test_cwd_through_a_symlink(runtime, case):
+    """A shell in the bundle reached through a symlink has that path in $PWD. runc's
+    os.Getwd() returns $PWD when it names the working directory, so in place runc joins
+    root.path onto the symlinked path and then refuses it ("invalid rootfs: not an
+    absolute path, or a symlink", runc 1.1.5); crun realpath()s the bundle and runs.
+    Under ocishim each runtime must do the same as in place."""
+    alias = case.top / "alias"
+    alias.symlink_to("bundle")
+    before = _tree(case.bundle)
+    in_place = runtime.plain(".", alias)
+    proc = runtime.ocishim(".", alias)
+    if runtime.name == "runc":
+        assert in_place.returncode == 1 and "a symlink" in in_place.stderr, in_place.stderr
+        assert proc.returncode == 1 and "invalid rootfs: not an absolute path, or a symlink" in proc.stderr, \
+            proc.stderr
+        assert case.records() == []
+    else:
+        assert _outcome(in_place) == (EXIT, _expected_output(runtime.name)), in_place.stderr
+        assert case.records() == [_hook_saw(), _hook_saw()]
+    assert _outcome(proc) == _outcome(in_place), proc.stderr
     assert _tree(case.bundle) == before
     assert sorted(os.listdir(runtime.tmpdir)) == []
     assert runtime.ids() == []
