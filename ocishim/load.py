@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from . import libseccomp, syscalls
-from .actions import FILTER_FLAGS, RET_ACTION_FULL, RET_USER_NOTIF
+from .actions import FILTER_FLAGS, RET_ACTION_FULL, RET_ALLOW, RET_LOG, RET_USER_NOTIF, describe
 from .arch import Arch
 from .bpf import reach
 from .bpf.insn import Insn, encode
@@ -150,46 +150,62 @@ def _notify(program: Sequence[Insn], arch: Arch, nr: int) -> str | None:
     return "always" if notify == found and reach.ANY not in found else "for some arguments"
 
 
-def _notify_source(profile: Profile | None, arch: Arch, nr: int) -> str:
-    """The JSON path that makes nr NOTIFY: a rule's name, else the default action."""
+def _source(profile: Profile | None, arch: Arch, nr: int, notify: bool) -> str:
+    """The JSON path behind nr's answer: a NOTIFY rule's name (or any non-allowing rule's), else the default."""
     if profile is None:
         return "PROFILE"
     for rule in profile.syscalls:
-        if rule.action != "SCMP_ACT_NOTIFY":
-            continue
-        for i, name in enumerate(rule.names):
-            if syscalls.resolve(arch.name, name) == nr:
-                return f"{rule.path}.names[{i}]" if rule.path else f"names[{i}]"
-    if profile.default_action == "SCMP_ACT_NOTIFY":
-        return profile.field_path("defaultAction")
-    return profile.field_path("syscalls")
+        wanted = rule.action == "SCMP_ACT_NOTIFY" if notify else rule.action not in _PASS_ACTIONS
+        if wanted:
+            for i, name in enumerate(rule.names):
+                if syscalls.resolve(arch.name, name) == nr:
+                    return f"{rule.path}.names[{i}]" if rule.path else f"names[{i}]"
+    return profile.field_path("defaultAction")
+
+
+# Answers under which a handoff call does what the loader needs.
+_PASS = (RET_ALLOW, RET_LOG)
+_PASS_ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
 def refuse_self_notify(program: Sequence[Insn], listener: bool,
                        profile: Profile | None = None, arch: Arch | None = None) -> None:
-    """ProfileError if program can answer USER_NOTIF to a call this module makes after loading it.
+    """ProfileError if program can answer USER_NOTIF to a call this module makes after loading it,
+    or can refuse one of the handoff calls.
 
     With a listener, such a call waits for an answer: forever before the fd has left
     this process, and after that it asks the agent about ocishim's own call. Without
-    one the kernel answers ENOSYS, which breaks execve or the error report.
+    one the kernel answers ENOSYS, which breaks execve or the error report. A refused
+    handoff call would leave the process filtered with no agent and no way to report.
     """
     arch = arch or libseccomp.native()
+    made = ", ".join(dict.fromkeys(c.syscall for c in post_load_calls(listener)))
     for call in post_load_calls(listener):
         nr = syscalls.resolve(arch.name, call.syscall)
         if nr is None:
             raise SystemFailure("ocishim exec", f"the syscall table has no {call.syscall} on {arch.name}")
         when = _notify(program, arch, nr)
-        if when is None:
-            continue
-        outcome = ("its own call would wait for an agent's answer, forever while the listener "
-                   "fd is still in ocishim" if listener else
-                   "without a listenerPath the kernel answers it ENOSYS")
-        raise ProfileError(
-            _notify_source(profile, arch, nr),
-            f"NOTIFY on {call.syscall} ({arch.name} nr {nr}, {when}): ocishim exec calls "
-            f"{call.syscall} itself after loading the filter, {call.why}, and {outcome}. "
-            f"Refused: under ocishim exec, NOTIFY only syscalls it does not make after the load "
-            f"({', '.join(dict.fromkeys(c.syscall for c in post_load_calls(listener)))})")
+        if when is not None:
+            outcome = ("its own call would wait for an agent's answer, forever while the listener "
+                       "fd is still in ocishim" if listener else
+                       "without a listenerPath the kernel answers it ENOSYS")
+            raise ProfileError(
+                _source(profile, arch, nr, notify=True),
+                f"NOTIFY on {call.syscall} ({arch.name} nr {nr}, {when}): ocishim exec calls "
+                f"{call.syscall} itself after loading the filter, {call.why}, and {outcome}. "
+                f"Refused: under ocishim exec, NOTIFY only syscalls it does not make after the "
+                f"load ({made})")
+        if call not in HANDOFF_CALLS:
+            continue  # execve, and the failure report: their answers are the profile's business
+        refused = sorted(ret for ret in reach.answers(program, arch, nr)
+                         if ret == reach.ANY or ret & RET_ACTION_FULL not in _PASS)
+        if refused:
+            raise ProfileError(
+                _source(profile, arch, nr, notify=False),
+                f"the filter answers {'an unknown action' if refused[0] == reach.ANY else describe(refused[0])} to {call.syscall} ({arch.name} nr {nr}"
+                f"{', for some arguments' if len(refused) < len(reach.answers(program, arch, nr)) else ''}), "
+                f"which ocishim exec needs after loading the filter, {call.why}. Refused: with a "
+                f"listenerPath, allow {', '.join(c.syscall for c in HANDOFF_CALLS)}")
 
 
 def _agent_socket(listener: Listener) -> socket.socket:
