@@ -212,14 +212,19 @@ def _which(name: str) -> str | None:
 
 def patch_bundle(bundle: str, settings, log) -> str:
     """Rewrite bundle/config.json in place; returns what was done, for the log."""
-    from ..errors import SystemFailure
+    from ..errors import ProfileError, SystemFailure
     from ..files import write_atomically
     from ..profile.parse import read_json
     from .config import dumps, rewrite_for_container
 
     path = os.path.join(bundle, "config.json")
     config = read_json(path)
-    result = rewrite_for_container(config, settings, path)
+    try:
+        result = rewrite_for_container(config, settings, path)
+    except RecursionError:
+        # The decoder takes nesting the rewrite (copy.deepcopy, recursive checks) cannot:
+        # only the config's depth gets there, so it is an input error at the file.
+        raise ProfileError(path, "nested too deeply to rewrite") from None
     for warning in result.patched.compiled.warnings if result.patched else ():
         log(settings, "warning", f"{path}: {warning}", stderr=False)
     if result.config is None:
