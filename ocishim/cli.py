@@ -321,6 +321,8 @@ class _StrictStdin:
         from .errors import ProfileError
         from .profile.parse import MAX_PROFILE_BYTES
 
+        if self._raw is None:  # started with fd 0 closed
+            raise ProfileError("stdin", "closed: the hook reads config.json on stdin")
         data = self._raw.read(MAX_PROFILE_BYTES + 1)
         if len(data) > MAX_PROFILE_BYTES:
             raise ProfileError("stdin", f"larger than the {MAX_PROFILE_BYTES // (1 << 20)} MiB limit")
@@ -336,7 +338,7 @@ def cmd_hook(args) -> int:
 
     # main_precreate reads sys.stdin inside its own error handling, so a bad input is
     # refused (exit 2) and logged there like any other bad config.
-    sys.stdin = _StrictStdin(sys.stdin.buffer)  # type: ignore[assignment]
+    sys.stdin = _StrictStdin(sys.stdin.buffer if sys.stdin is not None else None)  # type: ignore
     return main_precreate()
 
 
@@ -402,10 +404,9 @@ def version_text() -> str:
     except (ImportError, OSError, AttributeError) as exc:  # --version must answer anyway
         lines.append(f"libseccomp: cannot be loaded ({exc})")
     # The table has no version field: its newest `since` is the newest kernel it knows.
-    newest = max((syscalls.since(a, nr), a, nr) for a in syscalls.arches() for nr in syscalls.numbers(a))
-    version, arch, nr = newest
-    lines.append(f"syscall table: Linux {syscalls.format_version(version)} "
-                 f"(newest syscall: {syscalls.name(arch, nr)}), data sha256 {SOURCE_SHA256[:12]}")
+    newest = max(syscalls.since(a, nr) for a in syscalls.arches() for nr in syscalls.numbers(a))
+    lines.append(f"syscall table: syscalls up to Linux {syscalls.format_version(newest)} "
+                 f"(data sha256 {SOURCE_SHA256[:12]})")
     return "\n".join(lines) + "\n"
 
 
