@@ -462,28 +462,47 @@ def test_hook_broken_settings_logged_to_the_default_places(tmp_path):
 
 # --- the one line under podman: its stderr, since podman gives the hook /dev/null --------
 
-def _tell_from_child(tmp_path: Path, parent_name: str) -> subprocess.CompletedProcess[str]:
+def _tell_from_child(tmp_path: Path, parent_name: str, stderr_file: Path | None = None) \
+        -> subprocess.CompletedProcess[str]:
     """Run tell_caller with stderr on /dev/null (as podman runs a hook), from a parent
-    program called parent_name (a script: its comm is its file name) whose own stderr
-    is captured here."""
+    program called parent_name (a script: its comm is its file name) that writes
+    "before" and "after" on its own stderr around it."""
     child = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
              "from ocishim.integrations.log import tell_caller\n"
              "tell_caller('ocishim: refused (logged to /var/log/ocishim.log)')\n")
     parent = tmp_path / parent_name
     parent.write_text(f"#!{sys.executable}\n"
                       "import subprocess, sys\n"
-                      f"sys.exit(subprocess.run([sys.executable, '-c', {child!r}],\n"
-                      "                         stderr=subprocess.DEVNULL).returncode)\n")
+                      "sys.stderr.write('before\\n'); sys.stderr.flush()\n"
+                      f"code = subprocess.run([sys.executable, '-c', {child!r}],\n"
+                      "                      stderr=subprocess.DEVNULL).returncode\n"
+                      "sys.stderr.write('after\\n'); sys.stderr.flush()\n"
+                      "sys.exit(code)\n")
     parent.chmod(0o755)
-    return subprocess.run([str(parent)], capture_output=True, text=True, timeout=60)
+    if stderr_file is None:
+        return subprocess.run([str(parent)], capture_output=True, text=True, timeout=60)
+    with open(stderr_file, "w") as err:  # "w", not "a": the parent writes at its own offset
+        return subprocess.run([str(parent)], stdout=subprocess.PIPE, stderr=err, text=True, timeout=60)
+
+
+LINE_FOR_USER = "ocishim: refused (logged to /var/log/ocishim.log)\n"
 
 
 def test_tell_caller_reaches_podman_stderr(tmp_path):
     proc = _tell_from_child(tmp_path, "podman")
     assert proc.returncode == 0
-    assert proc.stderr == "ocishim: refused (logged to /var/log/ocishim.log)\n"
+    assert proc.stderr == "before\n" + LINE_FOR_USER + "after\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pidfd_getfd on the parent needs ptrace rights (root)")
+def test_tell_caller_into_a_regular_file_keeps_both(tmp_path):
+    """podman 2>file: the line shares podman's offset, so nothing overwrites anything."""
+    err = tmp_path / "podman.err"
+    proc = _tell_from_child(tmp_path, "podman", err)
+    assert proc.returncode == 0
+    assert err.read_text() == "before\n" + LINE_FOR_USER + "after\n"
 
 
 def test_tell_caller_writes_nothing_into_another_parent(tmp_path):
     proc = _tell_from_child(tmp_path, "notpodman")
-    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == ""
+    assert proc.returncode == 0 and proc.stderr == "before\nafter\n" and proc.stdout == ""

@@ -21,9 +21,11 @@ escaped (a newline could forge a log entry) and length is capped.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -262,21 +264,57 @@ def _is_devnull(fd: int) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
 
 
+# pidfd_getfd(2): the same number on every arch since the 424+ numbers were unified
+# (alpha adds 110).
+SYS_PIDFD_GETFD = 548 if platform.machine() == "alpha" else 438
+
+
+def _dup_from(pid: int, target: int) -> int | None:
+    """pidfd_getfd: a copy of pid's descriptor target, sharing its file offset (so that
+    a caller whose stderr is a regular file keeps writing after our line, not over it).
+    Needs ptrace rights on pid: root has them; otherwise None."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    try:
+        # The pidfd pins the process: if our parent is still pid now, it is the one we hold.
+        if os.getppid() != pid:
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(target),
+                          ctypes.c_uint(0))
+        return fd if fd >= 0 else None
+    finally:
+        os.close(pidfd)
+
+
 def _parent_stderr() -> int | None:
-    """The stderr of a podman/buildah that started us, opened for appending; else None."""
+    """The stderr of a podman/buildah that started us, for one line; else None."""
     ppid = os.getppid()
     try:
         with open(f"/proc/{ppid}/comm") as f:
             if f.read().strip() not in HOOK_CALLERS:
                 return None
+    except OSError:
+        return None
+    fd = _dup_from(ppid, 2)
+    if fd is not None:
+        st = os.fstat(fd)
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            return fd
+        os.close(fd)
+        return None
+    # Without ptrace rights (rootless): a new open of the same pipe or terminal. Not of a
+    # regular file: our own offset would write over the caller's output, or it over ours.
+    try:
         fd = os.open(f"/proc/{ppid}/fd/2",
                      os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     st = os.fstat(fd)
     # The parent may have died and been replaced as our parent while we opened its fd.
-    if os.getppid() != ppid or not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)
-                                    or stat.S_ISREG(st.st_mode)):
+    if os.getppid() != ppid or not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
         os.close(fd)
         return None
     return fd
