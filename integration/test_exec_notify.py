@@ -18,7 +18,6 @@ Oracles, none of them ocishim's output:
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
