@@ -380,6 +380,9 @@ def test_hostile_config_through_create(case, log_format, wrapper, runc, tmp_path
         msg = json.loads(m.group(1))  # logrus quotes the value the way JSON does
     assert msg.startswith(f"ocishim: {config}: ") and reason in msg, msg
     assert recorder.commands() == []
+    # And in ocishim's own log, where the settings put it, once.
+    ours = [line for line in (tmp_path / "ocishim.log").read_text().splitlines() if "refused" in line]
+    assert len(ours) == 1 and "create refused: " in ours[0] and str(config) in ours[0], ours
     assert _digest(config) == before
     assert elapsed < 30, f"{case}: {elapsed:.1f} s"
 

@@ -236,22 +236,33 @@ def patch_bundle(bundle: str, settings, log) -> str:
     return f"patched {path} (--enosys {result.patched.mode}), {len(result.patched.program)} instructions"
 
 
-def _patch(inv: Invocation) -> str:
-    """Settings, real runtime, libseccomp check and the rewrite; returns the runtime to exec."""
+def _patch(inv: Invocation, seen: dict) -> str:
+    """Settings, real runtime, libseccomp check and the rewrite; returns the runtime to exec.
+
+    `seen` gets the settings once read, so that a refusal is logged where they say.
+    """
     from .. import libseccomp
+    from .log import log
     from .settings import load_settings
 
-    try:
-        from .log import log  # type: ignore[import-not-found]  # where log() is moving
-    except ImportError:
-        from .settings import log
-
-    settings = load_settings()  # a broken file fails here: no container
+    settings = seen["settings"] = load_settings()  # a broken file fails here: no container
     real = find_real_runtime(inv, settings.runtime)
     libseccomp.require()
     done = patch_bundle(bundle_of(inv), settings, log)
     log(settings, "info", f"{inv.command}: {done}", stderr=False)
     return real
+
+
+def _log_refusal(inv: Invocation, settings, message: str) -> None:
+    """The refusal in ocishim's own log too (the settings' target, else the journal,
+    syslog or the default file), where an administrator looks later; --log is the
+    caller's and may be gone with the container."""
+    try:
+        from .log import log
+
+        log(settings, "error", f"{inv.command} refused: {message}", stderr=False)
+    except Exception:  # noqa: BLE001  why: the caller's --log line is the report; a broken
+        pass  # log module must not replace it with another failure
 
 
 @contextmanager
@@ -278,13 +289,16 @@ def _stdio_silenced() -> Iterator[None]:
 def create_or_run(inv: Invocation) -> int:
     """Patch the bundle, then exec the real runtime; on any failure one log line and exit 1."""
     message = None
+    seen: dict = {}
     with _stdio_silenced():
         try:
-            real = _patch(inv)
+            real = _patch(inv, seen)
         except OcishimError as exc:
             message = str(exc)
         except Exception as exc:  # noqa: BLE001  why: fail closed with one line, never a traceback
             message = f"internal error: {type(exc).__name__}: {exc}"
+        if message is not None:
+            _log_refusal(inv, seen.get("settings"), message)
     if message is not None:
         report(inv, message)
         return 1
