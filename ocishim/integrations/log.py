@@ -257,11 +257,19 @@ def log(settings: Any, level: str, message: str, stderr: bool = True) -> Where:
 # --- the one line for the caller --------------------------------------------------
 
 def _is_devnull(fd: int) -> bool:
+    """fd is the null device (1:3), or the very file /dev/null names (it is not always a
+    device: a sandbox may have a regular file there)."""
     try:
-        st, null = os.fstat(fd), os.stat(os.devnull)
+        st = os.fstat(fd)
     except OSError:
         return True  # closed: as good as /dev/null
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+        return True
+    try:
+        null = os.stat(os.devnull)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
 
 
 # pidfd_getfd(2): the same number on every arch since the 424+ numbers were unified
