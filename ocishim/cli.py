@@ -698,7 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug, not a user error: say so, keep the details on request
-        print(f"ocishim: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).split())  # one line, whatever the exception carries
+        print(f"ocishim: internal error: {type(exc).__name__}: {text}", file=sys.stderr)
         if os.environ.get("OCISHIM_DEBUG"):
             traceback.print_exc()
         return 1
