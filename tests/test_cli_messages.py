@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -291,7 +292,7 @@ BIG = 100 << 20
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory) -> dict[str, Path]:
+def hostile(tmp_path_factory) -> Iterator[dict[str, Path]]:
     d = tmp_path_factory.mktemp("hostile")
     files = {
         "deep-arrays": "[" * DEPTH + "]" * DEPTH,
@@ -311,7 +312,8 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
         f.write(b"a" * (BIG - 18))
         f.write(b'"}')
     assert out["big"].stat().st_size == BIG
-    return out
+    yield out
+    out["big"].unlink()  # pytest keeps old temp dirs: do not leave 100 MB behind each run
 
 
 FILE_MESSAGES = {
