@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -127,28 +124,5 @@ def for_container(settings: Settings, config: Mapping[str, Any]) -> tuple[Settin
     return chosen, tuple(changed)
 
 
-def log(settings: Settings, level: str, message: str, stderr: bool = True) -> None:
-    """Log where podman and runtimes do not drop it: syslog/journal, or a file.
-
-    stderr=False when stderr is the container's (the wrapper's create/run): the line
-    is then dropped if neither syslog nor the file takes it.
-    """
-    line = f"ocishim[{os.getpid()}]: {level}: {message}"
-    if settings.log == "syslog":
-        priority = {"error": 3, "warning": 4, "info": 6}.get(level, 6)
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                s.connect("/dev/log")
-                s.send(f"<{8 + priority}>{line}".encode())  # facility user
-            return
-        except OSError:
-            pass  # no syslog daemon: nowhere better to go than stderr
-        if stderr:
-            print(line, file=sys.stderr)
-        return
-    try:
-        with open(settings.log, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {line}\n")
-    except OSError:
-        if stderr:
-            print(line, file=sys.stderr)
+# log() lives in integrations/log.py; importers of settings.log keep working.
+from .log import log  # noqa: E402,F401  (a re-export)
