@@ -506,3 +506,61 @@ def test_tell_caller_into_a_regular_file_keeps_both(tmp_path):
 def test_tell_caller_writes_nothing_into_another_parent(tmp_path):
     proc = _tell_from_child(tmp_path, "notpodman")
     assert proc.returncode == 0 and proc.stderr == "before\nafter\n" and proc.stdout == ""
+
+
+# --- a real journald: the native protocol as journald reads it, and `ocishim log` ---------
+
+JOURNALD = Path("/lib/systemd/systemd-journald")
+JOURNALD_SCRIPT = r"""
+set -e
+mount --make-rprivate /
+mkdir -p /run/systemd /run/log
+mount -t tmpfs none /run/systemd
+mkdir /run/systemd/journal
+mount -t tmpfs none /run/log
+mount -t tmpfs none /var/log   # journald's persistent store, and the default file
+"$JOURNALD" &
+JPID=$!
+trap 'kill $JPID; wait $JPID || true' EXIT
+i=0
+until [ -S /run/systemd/journal/socket ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || { echo "journald did not start" >&2; exit 3; }
+    sleep 0.1
+done
+"$PYTHON" -c "$LOG_CODE" > "$OUT/where"
+i=0
+until journalctl -t ocishim -o json --no-pager | grep -q "$MARKER"; do
+    i=$((i + 1)); [ $i -lt 100 ] || { echo "entry not in the journal" >&2; exit 4; }
+    sleep 0.1
+done
+journalctl -t ocishim -o json --no-pager > "$OUT/journalctl.json"
+"$PYTHON" -m ocishim log --json > "$OUT/ocishim-log.json"
+[ ! -e /var/log/ocishim.log ]
+"""
+
+
+def test_real_journald(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a private mount namespace for journald needs root (CI runs as root)")
+    if not JOURNALD.exists():
+        pytest.skip(f"{JOURNALD} missing (the systemd package; make test installs it)")
+    marker = f"marker-{os.getpid()}-{tmp_path.name}"
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+            "from ocishim.integrations.log import log\n"
+            "from ocishim.integrations.settings import Settings\n"
+            f"print(log(Settings(log='auto'), 'error', 'refused: {marker}\\nsecond line ä').kind)\n")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "JOURNALD": str(JOURNALD),
+           "PYTHON": sys.executable, "LOG_CODE": code, "OUT": str(tmp_path), "MARKER": marker,
+           "OCISHIM_CONFIG": str(tmp_path / "no-settings.json")}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", JOURNALD_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "where").read_text() == "journal\n"
+    records = [json.loads(line) for line in (tmp_path / "journalctl.json").read_text().splitlines()]
+    [record] = [r for r in records if marker in r.get("MESSAGE", "")]
+    assert record["SYSLOG_IDENTIFIER"] == "ocishim" and record["PRIORITY"] == str(ERR)
+    assert record["_TRANSPORT"] == "journal"  # the native socket, not /dev/log
+    assert record["MESSAGE"] == f"error: refused: {marker}\\nsecond line ä"
+    shown = json.loads((tmp_path / "ocishim-log.json").read_text())
+    assert [(e["level"], e["message"], e["source"]) for e in shown if marker in e["message"]] == [
+        ("error", f"refused: {marker}\\nsecond line ä", "journal")]
