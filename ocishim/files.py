@@ -57,7 +57,7 @@ def write_atomically(path: str, data: bytes, *, streams: bool = False) -> None:
         sys.stdout.flush()
         return
     directory, name = os.path.split(os.path.abspath(path))
-    if not name:  # "dir/" names a directory, never a file to replace
+    if not name:  # only "/" has no last component
         raise UsageError(path, "is a directory; name a file")
     dfd = os.open(directory or "/", _DIR_FLAGS)
     try:
@@ -70,7 +70,7 @@ def write_atomically(path: str, data: bytes, *, streams: bool = False) -> None:
             if streams and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
                 _write_into(dfd, name, path, data)
                 return
-            raise UsageError(path, _refusal(st.st_mode, streams))
+            raise UsageError(path, _refusal(st.st_mode))
         _replace(dfd, name, path, data, NEW_FILE_MODE if st is None else _kept_mode(st.st_mode))
     except OSError as exc:
         if exc.filename is None:
@@ -86,7 +86,7 @@ def _kept_mode(mode: int) -> int:
     return stat.S_IMODE(mode) & 0o777
 
 
-def _refusal(mode: int, streams: bool) -> str:
+def _refusal(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return ("is a symbolic link; refusing to replace it or to follow it "
                 "(name the file it points to)")
