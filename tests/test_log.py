@@ -529,7 +529,7 @@ until [ -S /run/systemd/journal/socket ]; do
 done
 "$PYTHON" -c "$LOG_CODE" > "$OUT/where"
 i=0
-until journalctl -t ocishim -o json --no-pager | grep -q "$MARKER"; do
+until [ "$(journalctl -t ocishim -o json --no-pager | grep -c "$MARKER")" = 2 ]; do
     i=$((i + 1)); [ $i -lt 100 ] || { echo "entry not in the journal" >&2; exit 4; }
     sleep 0.1
 done
@@ -548,19 +548,28 @@ def test_real_journald(tmp_path):
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
             "from ocishim.integrations.log import log\n"
             "from ocishim.integrations.settings import Settings\n"
-            f"print(log(Settings(log='auto'), 'error', 'refused: {marker}\\nsecond line ä').kind)\n")
+            f"print(log(Settings(log='auto'), 'error', 'refused: {marker}\\nsecond line ä').kind)\n"
+            # journald's syslog socket (what /dev/log is on a systemd host) reads RFC 3164.
+            "from ocishim.integrations import log as m\n"
+            "m.SYSLOG_SOCKET = '/run/systemd/journal/dev-log'\n"
+            f"print(log(Settings(log='syslog'), 'warning', 'via syslog {marker}').kind)\n")
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "JOURNALD": str(JOURNALD),
            "PYTHON": sys.executable, "LOG_CODE": code, "OUT": str(tmp_path), "MARKER": marker,
            "OCISHIM_CONFIG": str(tmp_path / "no-settings.json")}
     proc = subprocess.run(["unshare", "-m", "sh", "-c", JOURNALD_SCRIPT], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "where").read_text() == "journal\n"
+    assert (tmp_path / "where").read_text() == "journal\nsyslog\n"
     records = [json.loads(line) for line in (tmp_path / "journalctl.json").read_text().splitlines()]
-    [record] = [r for r in records if marker in r.get("MESSAGE", "")]
-    assert record["SYSLOG_IDENTIFIER"] == "ocishim" and record["PRIORITY"] == str(ERR)
-    assert record["_TRANSPORT"] == "journal"  # the native socket, not /dev/log
-    assert record["MESSAGE"] == f"error: refused: {marker}\\nsecond line ä"
+    native, syslog = [r for r in records if marker in r.get("MESSAGE", "")]
+    assert native["SYSLOG_IDENTIFIER"] == "ocishim" and native["PRIORITY"] == str(ERR)
+    assert native["_TRANSPORT"] == "journal"  # the native socket, not /dev/log
+    assert native["MESSAGE"] == f"error: refused: {marker}\\nsecond line ä"
+    assert syslog["_TRANSPORT"] == "syslog" and syslog["SYSLOG_IDENTIFIER"] == "ocishim"
+    assert syslog["PRIORITY"] == str(WARNING) and syslog["SYSLOG_FACILITY"] == str(USER)
+    assert syslog["MESSAGE"] == f"warning: via syslog {marker}"
+    assert syslog["SYSLOG_PID"] == native["SYSLOG_PID"]
     shown = json.loads((tmp_path / "ocishim-log.json").read_text())
     assert [(e["level"], e["message"], e["source"]) for e in shown if marker in e["message"]] == [
-        ("error", f"refused: {marker}\\nsecond line ä", "journal")]
+        ("error", f"refused: {marker}\\nsecond line ä", "journal"),
+        ("warning", f"via syslog {marker}", "journal")]
