@@ -398,7 +398,6 @@ def test_unexpected_exception_is_one_line_and_silent(wrapper, runc, rootfs, tmp_
         "import ocishim.integrations.config as config\n"
         "def broken(*args, **kwargs):\n"
         "    print('noise on stdout'); print('noise on stderr', file=sys.stderr)\n"
-        "    sys.stdout.flush(); sys.stderr.flush()\n"
         "    os.write(1, b'raw noise 1\\n'); os.write(2, b'raw noise 2\\n')\n"
         "    raise KeyError('injected')\n"
         "config.rewrite_for_container = broken\n")
@@ -409,10 +408,13 @@ def test_unexpected_exception_is_one_line_and_silent(wrapper, runc, rootfs, tmp_
     spec(bundle, rootfs, ["/bin/true"], PROFILE)
     log = tmp_path / "log.json"
     env = {**_env(settings, str(recorder.path)), "PYTHONPATH": str(inject)}
-    proc = _wrap(wrapper, ["--log", str(log), "--log-format", "json", "create", "--bundle",
-                           str(bundle), "fc-bug"], env)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", ""), proc
-    assert _one_log_line(log)["msg"] == "ocishim: internal error: KeyError: 'injected'"
+    env.pop("PYTHONUNBUFFERED", None)
+    for buffering in ({}, {"PYTHONUNBUFFERED": "1"}):  # printed at exit, or at once
+        log.unlink(missing_ok=True)
+        proc = _wrap(wrapper, ["--log", str(log), "--log-format", "json", "create", "--bundle",
+                               str(bundle), "fc-bug"], {**env, **buffering})
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", ""), (buffering, proc)
+        assert _one_log_line(log)["msg"] == "ocishim: internal error: KeyError: 'injected'"
     assert recorder.commands() == []
     # The control: the injection is live (a pass-through still works, create does not).
     proc = _wrap(wrapper, ["--version"], env)

@@ -273,16 +273,30 @@ def _stdio_silenced() -> Iterator[None]:
     this also holds for what no except clause sees: a warning printed by a library, a
     message written by C code. Restored before the exec, which must hand them on.
     """
-    saved = [os.dup(fd) for fd in (1, 2)]
+    saved: list[int | None] = []
+    for fd in (1, 2):
+        try:
+            saved.append(os.dup(fd))
+        except OSError:  # closed by the caller: closed again afterwards
+            saved.append(None)
     null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     try:
         for fd in (1, 2):
             os.dup2(null, fd)
         yield
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:  # what Python buffered meanwhile goes to /dev/null, not out at exit
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
         for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
+            if copy is None:
+                os.close(fd)
+            else:
+                os.dup2(copy, fd)
+                os.close(copy)
         os.close(null)
 
 
