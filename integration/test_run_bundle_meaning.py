@@ -47,7 +47,7 @@ BINDS = [
     ("./dot.txt", "/mnt/dot", "/mnt/dot", "a ./ source\n"),
     ("sub/../up.txt", "/mnt/up", "/mnt/up", "a .. that stays inside\n"),
     ("../outside/o.txt", "/mnt/out", "/mnt/out", "a .. that leaves the bundle\n"),
-    ("rdir", "/mnt/rdir", "/mnt/rdir/y.txt", "an rbind of type none\n"),
+    ("../outside/rdir", "/mnt/rdir", "/mnt/rdir/y.txt", "an rbind of type none, outside\n"),
 ]
 # A source whose ".." follows a symlink: runc joins it lexically onto the bundle
 # (filepath.Join), crun leaves it to the kernel, which resolves ".." after the symlink.
@@ -116,8 +116,9 @@ def _make_case(top: Path) -> Case:
         target = rootfs / destination.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.mkdir() if is_dir else target.write_text("")
-        options = ["rbind", "ro"] if source == "rdir" else ["bind", "ro"]
-        config["mounts"].append({"destination": destination, "type": "none" if source == "rdir" else "bind",
+        rbind = destination == "/mnt/rdir"
+        options = ["rbind", "ro"] if rbind else ["bind", "ro"]
+        config["mounts"].append({"destination": destination, "type": "none" if rbind else "bind",
                                  "source": source, "options": options})
     (bundle / "sub" / "deep").mkdir(parents=True, exist_ok=True)
     (bundle / "lnk").symlink_to("sub/deep")
@@ -129,15 +130,16 @@ def _make_case(top: Path) -> Case:
     (rootfs / TMPFS.lstrip("/")).mkdir()
     config["mounts"].append({"destination": TMPFS, "type": "tmpfs", "source": "tmpfs",
                              "options": ["nosuid", "nodev"]})
-    # A createRuntime hook given by a relative path, reading relative paths: both
+    # A createRuntime hook given by a relative path (out of the bundle, so that only
+    # resolving it as the runtime does finds it), reading relative paths: both
     # runtimes start it from their working directory, the bundle.
     hook_out = top / "hook-records"
-    hook = bundle / "hooks" / "record.sh"
+    hook = top / "hooks" / "record.sh"
     hook.parent.mkdir()
     reads = " ".join(HOOK_READS)
     hook.write_text(f'#!/bin/sh\n/bin/cat {reads} >> "$1" && echo -- >> "$1"\n')
     hook.chmod(0o755)
-    config["hooks"] = {"createRuntime": [{"path": "hooks/record.sh",
+    config["hooks"] = {"createRuntime": [{"path": "../hooks/record.sh",
                                           "args": ["record.sh", str(hook_out)]}]}
     config_path.write_text(json.dumps(config, indent=2))
     return Case(top, bundle, hook_out)
