@@ -387,6 +387,23 @@ def test_hostile_config_through_create(case, log_format, wrapper, runc, tmp_path
     assert elapsed < 30, f"{case}: {elapsed:.1f} s"
 
 
+def test_closed_stdio_still_reports(wrapper, runc, tmp_path):
+    """A caller that closed stdin, stdout and stderr: the refusal still reaches --log."""
+    recorder = Recorder(tmp_path, runc)
+    settings = tmp_path / "settings.json"
+    _write_settings(settings, {"log": str(tmp_path / "ocishim.log")})
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _deep(bundle / "config.json", 100_000)
+    log = tmp_path / "log.json"
+    proc = subprocess.run(["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh", str(wrapper), "--log", str(log),
+                           "--log-format", "json", "create", "--bundle", str(bundle), "fc-closed"],
+                          env=_env(settings, str(recorder.path)), timeout=60)
+    assert proc.returncode == 1
+    assert "nested too deeply" in _one_log_line(log)["msg"]
+    assert recorder.commands() == []
+
+
 def test_unexpected_exception_is_one_line_and_silent(wrapper, runc, rootfs, tmp_path):
     """A bug anywhere in create (here injected: a sitecustomize makes the rewrite print on
     stdout and stderr, through Python and straight to the fds, then raise): exit 1, one

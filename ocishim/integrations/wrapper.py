@@ -265,6 +265,23 @@ def _log_refusal(inv: Invocation, settings, message: str) -> None:
         pass  # log module must not replace it with another failure
 
 
+def _std_fds_open() -> None:
+    """Put /dev/null on any of fds 0-2 the caller left closed, for good.
+
+    Otherwise a file opened while patching could land on fd 1 or 2, and the silencing
+    below would juggle a closed descriptor. Checked in order, so the lowest free one,
+    which os.open returns, is the one missing.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 @contextmanager
 def _stdio_silenced() -> Iterator[None]:
     """fds 1 and 2 on /dev/null meanwhile, restored after.
@@ -273,12 +290,8 @@ def _stdio_silenced() -> Iterator[None]:
     this also holds for what no except clause sees: a warning printed by a library, a
     message written by C code. Restored before the exec, which must hand them on.
     """
-    saved: list[int | None] = []
-    for fd in (1, 2):
-        try:
-            saved.append(os.dup(fd))
-        except OSError:  # closed by the caller: closed again afterwards
-            saved.append(None)
+    _std_fds_open()
+    saved = [os.dup(fd) for fd in (1, 2)]  # >= 3 now, and close-on-exec
     null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     try:
         for fd in (1, 2):
@@ -292,11 +305,8 @@ def _stdio_silenced() -> Iterator[None]:
             except (OSError, ValueError):
                 pass
         for fd, copy in zip((1, 2), saved):
-            if copy is None:
-                os.close(fd)
-            else:
-                os.dup2(copy, fd)
-                os.close(copy)
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(null)
 
 
