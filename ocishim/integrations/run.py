@@ -178,7 +178,8 @@ def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
             _link_entries(directory, tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise SystemFailure(tmp, f"cannot write the temporary bundle: {exc.strerror}") from None
+        where = exc.filename if isinstance(exc.filename, str) else tmp
+        raise SystemFailure(where, f"cannot make the temporary bundle: {exc.strerror}") from None
     if crun:
         return Prepared(tmp, ("--bundle", directory, "--config", config_path))
     return Prepared(tmp, ("--bundle", tmp))
