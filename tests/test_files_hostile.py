@@ -286,14 +286,21 @@ def test_fifo_without_reader_fails_at_once(work: Work) -> None:
 
 
 def test_dev_null_is_written_into_not_replaced(work: Work) -> None:
+    """A character device is written into, not replaced. The device is a null device
+    made for the test (mknod 1,3) in the test's own directory: a regression must not
+    replace the machine's /dev/null, which every later process writes into."""
     before = work.guards()
-    dev_before = sorted(os.listdir("/dev"))
-    proc = ocishim("patch", DOCKER, "--format", "bpf", "-o", "/dev/null")
+    devdir = work.root / "dev"
+    devdir.mkdir()
+    null = devdir / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    proc = ocishim("patch", DOCKER, "--format", "bpf", "-o", str(null))
     assert proc.returncode == 0, proc.stderr
-    null = os.lstat("/dev/null")
-    assert stat.S_ISCHR(null.st_mode) and (os.major(null.st_rdev), os.minor(null.st_rdev)) == (1, 3)
-    assert_unchanged(before, work.guards())
-    assert sorted(os.listdir("/dev")) == dev_before  # no temporary beside it
+    st = os.lstat(null)
+    assert stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
+    assert sorted(os.listdir(devdir)) == ["null"]  # no temporary beside it
+    after = {k: v for k, v in work.guards().items() if not str(k).startswith(str(devdir))}
+    assert_unchanged(before, after)
 
 
 def test_dev_stdout_means_stdout(work: Work, expected_bpf: bytes) -> None:
