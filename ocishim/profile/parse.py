@@ -520,7 +520,28 @@ def decode(data: bytes | str, source: str) -> Any:
         _find_ambiguity(obj, source)
         if problems:  # fail closed, should the search above ever miss what the hooks saw
             raise ProfileError(source, "duplicate key or NaN/Infinity")
+    _check_depth(obj)
     return obj
+
+
+# No runtime config nests anywhere near this deep (a seccomp argument sits at depth 7);
+# a deeper document would make later steps (copying, writing it back) recurse too far.
+MAX_NESTING = 100
+
+
+def _check_depth(obj: Any) -> None:
+    """Refuse a document nested deeper than MAX_NESTING, at the path where it goes too deep."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_NESTING:
+            raise ProfileError(path or "(top level)", f"nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, key_path(path, k), depth + 1) for k, v in value.items())
+        else:
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
 def detect(obj: dict) -> str:
