@@ -42,7 +42,6 @@ VERSION_FLAG = "--ocishim-version"
 EXEC_MARK = "OCISHIM_RUNTIME_EXEC"
 RUNTIME_ENV = "OCISHIM_RUNTIME"
 PATCHED_COMMANDS = ("create", "run")
-BUNDLE_FLAGS = ("--bundle", "-b")
 # The same file as settings.DEFAULT_PATH and $OCISHIM_CONFIG (settings.py is not
 # imported on pass-through; a test checks that the two agree).
 SETTINGS_ENV = "OCISHIM_CONFIG"
@@ -125,20 +124,112 @@ def parse(argv: Sequence[str]) -> Invocation:
     return inv
 
 
-def bundle_of(inv: Invocation) -> str:
-    """The bundle directory of a create/run: --bundle/-b, or the current directory."""
-    rest = inv.argv[inv.command_index + 1:]
-    for i, arg in enumerate(rest):
+# The options of `create` and `run`, as each runtime's parser reads them: name -> takes a value.
+# runc (urfave/cli on Go's flag package): one or two dashes, `=value` or the next argument,
+# no abbreviations, options also after the container id, the last one counts.
+_RUNC_OPTIONS = {"bundle": True, "b": True, "console-socket": True, "pid-file": True,
+                 "preserve-fds": True, "no-pivot": False, "no-new-keyring": False,
+                 "detach": False, "d": False, "keep": False, "no-subreaper": False}
+# crun (argp, in order): `--long[=value]` with unambiguous prefixes, `-b DIR` or `-bDIR`,
+# options only before the container id; `--config`/`-f` names the config file.
+_CRUN_LONG = {"bundle": True, "config": True, "console-socket": True, "preserve-fds": True,
+              "pid-file": True, "no-pivot": False, "no-subreaper": False,
+              "no-new-keyring": False, "detach": False}
+_CRUN_SHORT = {"b": "bundle", "f": "config", "d": "detach"}
+
+
+def _runc_reads(rest: Sequence[str]) -> tuple[str | None, str | None]:
+    bundle = None
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        i += 1
         if arg == "--":
             break
-        name, eq, value = arg.partition("=")
-        if name in BUNDLE_FLAGS:
-            if eq:
-                return value
-            if i + 1 < len(rest):
-                return rest[i + 1]
-            raise UsageError(name, "needs a value")
-    return os.getcwd()
+        if not arg.startswith("-") or arg == "-":
+            continue  # the container id; runc takes options after it too
+        if arg.startswith("---"):
+            raise UsageError(arg, "bad flag syntax")
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name not in _RUNC_OPTIONS:
+            raise UsageError(arg, "not an option of runc's create/run")
+        if _RUNC_OPTIONS[name] and not eq:
+            if i >= len(rest):
+                raise UsageError(arg, "needs a value")
+            value, i = rest[i], i + 1
+        if name in ("bundle", "b"):
+            bundle = value
+    return bundle, None
+
+
+def _crun_reads(rest: Sequence[str]) -> tuple[str | None, str | None]:
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        i += 1
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break  # in order: the container id ends the options
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            matches = [o for o in _CRUN_LONG if o == name] or [o for o in _CRUN_LONG if o.startswith(name)]
+            if len(matches) != 1:
+                raise UsageError(arg, "not an option of crun's create/run" if not matches
+                                 else f"ambiguous: {', '.join(matches)}")
+            name = matches[0]
+            if _CRUN_LONG[name]:
+                if not eq:
+                    if i >= len(rest):
+                        raise UsageError(arg, "needs a value")
+                    value, i = rest[i], i + 1
+                found[name] = value
+            elif eq:
+                raise UsageError(arg, "takes no value")
+            continue
+        cluster = arg[1:]
+        for j, letter in enumerate(cluster):
+            name = _CRUN_SHORT.get(letter)
+            if name is None:
+                raise UsageError(arg, f"-{letter} is not an option of crun's create/run")
+            if _CRUN_LONG[name]:
+                value = cluster[j + 1:]
+                if not value:
+                    if i >= len(rest):
+                        raise UsageError(arg, "needs a value")
+                    value, i = rest[i], i + 1
+                found[name] = value
+                break
+    return found.get("bundle"), found.get("config")
+
+
+def runtime_kind(real: str) -> str:
+    """Whose command line the real runtime reads: runc, crun, or unknown (either)."""
+    name = os.path.basename(os.path.realpath(real))
+    return "crun" if name.startswith("crun") else "runc" if name.startswith("runc") else "unknown"
+
+
+def config_of(inv: Invocation, kind: str) -> str:
+    """The config.json the real runtime will read for this create/run, as an absolute path.
+
+    Read the way that runtime parses its options. For a runtime of unknown kind, a
+    command line that runc and crun would read differently is refused: ocishim must
+    patch the file the runtime loads, or a pod's own run.oci.seccomp_bpf_data stays.
+    """
+    rest = inv.argv[inv.command_index + 1:]
+    readers = {"runc": (_runc_reads,), "crun": (_crun_reads,)}.get(kind, (_runc_reads, _crun_reads))
+    seen = {_resolve(*reader(rest)) for reader in readers}
+    if len(seen) != 1:
+        raise UsageError(" ".join(rest), "runc and crun would read this command line differently; "
+                                         "use --bundle DIR")
+    return seen.pop()
+
+
+def _resolve(bundle: str | None, config: str | None) -> str:
+    cwd = os.getcwd()
+    bundle = os.path.join(cwd, bundle) if bundle else cwd
+    if config is None or config == "config.json":  # crun: that exact name is the bundle's
+        return os.path.join(bundle, "config.json")
+    return os.path.join(cwd, config)  # crun resolves any other name before it enters the bundle
 
 
 # ------------------------------------------------------------------ the real runtime
@@ -210,14 +301,13 @@ def _which(name: str) -> str | None:
 
 # ------------------------------------------------------------------ create and run
 
-def patch_bundle(bundle: str, settings, log) -> str:
-    """Rewrite bundle/config.json in place; returns what was done, for the log."""
+def patch_config(path: str, settings, log) -> str:
+    """Rewrite the config.json at path in place; returns what was done, for the log."""
     from ..errors import ProfileError, SystemFailure
     from ..files import write_atomically
     from ..profile.parse import read_json
     from .config import dumps, rewrite_for_container
 
-    path = os.path.join(bundle, "config.json")
     config = read_json(path)
     try:
         result = rewrite_for_container(config, settings, path)
@@ -248,7 +338,7 @@ def _patch(inv: Invocation, seen: dict) -> str:
     settings = seen["settings"] = load_settings()  # a broken file fails here: no container
     real = find_real_runtime(inv, settings.runtime)
     libseccomp.require()
-    done = patch_bundle(bundle_of(inv), settings, log)
+    done = patch_config(config_of(inv, runtime_kind(real)), settings, log)
     log(settings, "info", f"{inv.command}: {done}", stderr=False)
     return real
 

@@ -520,7 +520,7 @@ def decode(data: bytes | str, source: str) -> Any:
         _find_ambiguity(obj, source)
         if problems:  # fail closed, should the search above ever miss what the hooks saw
             raise ProfileError(source, "duplicate key or NaN/Infinity")
-    _check_depth(obj)
+    _check_depth(obj, source)
     return obj
 
 
@@ -529,15 +529,16 @@ def decode(data: bytes | str, source: str) -> Any:
 MAX_NESTING = 100
 
 
-def _check_depth(obj: Any) -> None:
-    """Refuse a document nested deeper than MAX_NESTING, at the path where it goes too deep."""
+def _check_depth(obj: Any, source: str) -> None:
+    """Refuse a document nested deeper than MAX_NESTING, naming where it goes too deep."""
     stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
     while stack:
         value, path, depth = stack.pop()
         if not isinstance(value, (dict, list)):
             continue
         if depth >= MAX_NESTING:
-            raise ProfileError(path or "(top level)", f"nested more than {MAX_NESTING} levels deep")
+            shown = path if len(path) <= 60 else path[:57] + "..."
+            raise ProfileError(source, f"nested too deeply: more than {MAX_NESTING} levels (at {shown})")
         if isinstance(value, dict):
             stack.extend((v, key_path(path, k), depth + 1) for k, v in value.items())
         else:
