@@ -50,6 +50,10 @@ class PendingRule:
     args: tuple[ArgCond, ...]
     path: str  # JSON path of the rule
     rule: Rule | None = None  # the profile's rule, for compile_proxy
+    # The rule names this number by a name libseccomp knows (an alias of the lacked one):
+    # libseccomp compiled it into its program too, so the block holds every rule on the
+    # number and answers the default itself instead of falling through.
+    alias: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
             if libseccomp.knows(host, name):
                 # libseccomp takes the host's number and translates it by name per arch.
                 _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
+    pending = _with_aliases(profile, arches, pending, default)
     program = _export(flt, "little" if native.little_endian else "big")
     bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH)
     _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
@@ -207,6 +212,35 @@ def compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[In
     _check_returns(program, {default, flt.get_attr(pyseccomp.Attr.ACT_BADARCH)}
                    | {action_value(r.action, r.errno_ret) for r in rules})
     return program, libseccomp.resolve_name(arch, proxy)
+
+
+def _with_aliases(profile: Profile, arches: tuple[Arch, ...], pending: list[PendingRule],
+                  default: int) -> list[PendingRule]:
+    """Every rule on each (arch, nr) that has a block, in profile order, aliases included.
+
+    A number can have a name libseccomp lacks and another it knows (arm 341:
+    sync_file_range2 and arm_sync_file_range). libseccomp merges rules on one number
+    (an unconditional rule overrides conditional ones); the block must see them all.
+    """
+    targets = {(p.arch, p.nr) for p in pending}
+    if not targets:
+        return pending
+    by_name = {a.name: a for a in arches}
+    out: list[PendingRule] = []
+    for rule in profile.syscalls:
+        value = action_value(rule.action, rule.errno_ret)
+        if value == default:
+            continue
+        for arch_name, nr in sorted(targets, key=lambda t: (t[0], t[1])):
+            arch = by_name[arch_name]
+            lacked = [n for n in rule.names if syscalls.resolve(arch_name, n) == nr
+                      and not _libseccomp_handles(arch, n)]
+            known = [n for n in rule.names if libseccomp.resolve_name(arch, n) == nr]
+            if lacked or known:
+                name = (lacked or known)[0]
+                out.append(PendingRule(arch_name, name, nr, value, rule.args, rule.path, rule,
+                                       alias=not lacked))
+    return out
 
 
 def _check_returns(program: tuple[Insn, ...], expected: set[int]) -> None:

@@ -120,7 +120,7 @@ def portable_names(patched: Patched, named: set[str]) -> tuple[tuple[str, ...], 
 
 
 def rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None = None,
-            source: str = "config.json", unknown_fail: bool = False) -> Rewrite:
+            source: str = "config.json", unknown_fail: bool | str = False) -> Rewrite:
     """The config with the patched filter for every runtime; fails closed on any error."""
     if not isinstance(config, dict):
         raise ProfileError(source, "config.json must be a JSON object")
@@ -138,7 +138,7 @@ def rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None = None,
 
 
 def _rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None, source: str,
-             unknown_fail: bool) -> Rewrite:
+             unknown_fail: bool | str) -> Rewrite:
     loaded = load_object(config, source, kind="config")
     if loaded.profile is None:
         return Rewrite(None, None)
@@ -170,10 +170,13 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
     alone refuse the config, so does every annotation.
     """
     chosen, changed = for_container(settings, config)
-    base = rewrite(config, settings.mode, settings.emulate, source, settings.unknown_fail)
+    base = rewrite(config, settings.mode, settings.emulate, source,
+                   settings.unknown_fail and "the setting unknown-syscall=fail")
     if not changed or base.config is None:
         return base
-    result = rewrite(config, chosen.mode, chosen.emulate, source, chosen.unknown_fail)
+    by_annotation = "annotations.ocishim.unknown-syscall" in changed
+    result = rewrite(config, chosen.mode, chosen.emulate, source, chosen.unknown_fail and (
+        "annotations.ocishim.unknown-syscall=fail" if by_annotation else "the setting unknown-syscall=fail"))
     found = weakenings(result.patched, base.patched)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

@@ -40,7 +40,7 @@ from ..errors import CompileError
 from .enosys import Mode, Version, domain, enosys_ranges
 from .rules import label_factory, rule_block
 
-PASS, ENOSYS_LEAF = "P", "enosys"
+PASS, ENOSYS_LEAF, DEFAULT_LEAF = "P", "enosys", "default"
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,15 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
             arch = BY_NAME[arch_name]
             if arch not in arches:
                 continue
-            key = (arch_name, tuple((r.action, r.args) for r in rules))
+            key = (arch_name, tuple((r.action, r.args, r.alias) for r in rules))
             if key not in blocks:
                 blocks[key] = label = fresh()
+                # With an alias libseccomp knows, P holds some of these rules too: the block
+                # has them all and answers the default itself.
+                miss = DEFAULT_LEAF if any(r.alias for r in rules) else \
+                    (reload if into_p != PASS else PASS)
                 block_code += rule_block(arch, [r.rule for r in rules], compiled.default_action,
-                                         label, reload if into_p != PASS else PASS, rules[0].path)
+                                         label, miss, rules[0].path)
             pending_class[(arch_name, nr)] = blocks[key]
         if blocks and into_p != PASS:
             block_code += [Label(reload), ld_abs(0), Goto(into_p)]
@@ -216,6 +220,9 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
     if any(enosys.values()):
         items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)]
     items += block_code
+    if any(isinstance(i, Goto) and i.target == DEFAULT_LEAF or isinstance(i, Cond) and DEFAULT_LEAF in (i.jt, i.jf)
+           for i in block_code):
+        items += [Label(DEFAULT_LEAF), ret(compiled.default_action)]
     stub = assemble(items, beyond)
     _check_size(len(stub), len(compiled.program))
     return Patched(stub + compiled.program, len(stub), enosys, mode, emulate, compiled)

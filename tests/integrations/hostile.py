@@ -16,6 +16,7 @@ import copy
 import csv
 import hashlib
 import io
+import os
 import json
 import tempfile
 from dataclasses import dataclass
@@ -316,10 +317,19 @@ def run_hook(cfg: Mapping[str, Any], settings_path: str) -> Outcome:
     from ocishim.integrations.settings import load_settings
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err):
-        settings = load_settings(settings_path)
-        rc = precreate(io.StringIO(json.dumps(cfg)), out, settings)
-    return Outcome(rc, out.getvalue(), err.getvalue())
+    # The hook's one line for its caller is written to fd 2 itself: catch it there too.
+    with tempfile.TemporaryFile() as fd2, contextlib.redirect_stderr(err):
+        saved = os.dup(2)
+        os.dup2(fd2.fileno(), 2)
+        try:
+            settings = load_settings(settings_path)
+            rc = precreate(io.StringIO(json.dumps(cfg)), out, settings)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        fd2.seek(0)
+        raw = fd2.read().decode()
+    return Outcome(rc, out.getvalue(), err.getvalue() + raw)
 
 
 def write_settings(directory: Path, values: Mapping[str, Any], log: Path) -> str:
