@@ -63,23 +63,11 @@ def _arch(name: str, what: str = "ARCH"):
     return arch
 
 
-# KERNEL_VERSION() packs major and minor into 8 bits each: anything larger is no Linux.
-_KERNEL_PART_MAX = 255
-
-
-def _check_kernel(version: tuple[int, int], text: str, what: str) -> tuple[int, int]:
-    major, minor = version
-    if not 1 <= major <= _KERNEL_PART_MAX or minor > _KERNEL_PART_MAX:
-        raise UsageError(what, f"{text!r} is not a Linux version: MAJOR is 1 to {_KERNEL_PART_MAX} "
-                               f"and MINOR 0 to {_KERNEL_PART_MAX}, such as 5.10")
-    return version
-
-
 def _parse_kernel(text: str, what: str) -> tuple[int, int]:
     from . import syscalls
 
     try:
-        return _check_kernel(syscalls.parse_version(text), text, what)
+        return syscalls.parse_version(text)
     except ValueError as exc:
         raise UsageError(what, str(exc)) from None
 
@@ -89,8 +77,6 @@ def _mode(args):
     from .patch import parse_mode
 
     mode = parse_mode(args.enosys)
-    if mode.kernel is not None:
-        _check_kernel(mode.kernel, args.enosys, "--enosys")
     emulate = _parse_kernel(args.emulate_kernel, "--emulate-kernel") if args.emulate_kernel else None
     return mode, emulate
 

@@ -178,8 +178,8 @@ def test_emu_arguments_must_fit_64_bits(docker_bpf):
     ("--emulate-kernel", "99999.1", f"'99999.1' {KERNEL_RANGE}"),
     ("--emulate-kernel", "5.-1", "bad kernel version '5.-1': expected MAJOR.MINOR, such as 5.10"),
     ("--emulate-kernel", "0.9", f"'0.9' {KERNEL_RANGE}"),
-    ("--enosys", "kernel:99999.1", f"'kernel:99999.1' {KERNEL_RANGE}"),
-    ("--enosys", "kernel:5.256", f"'kernel:5.256' {KERNEL_RANGE}"),
+    ("--enosys", "kernel:99999.1", f"'99999.1' {KERNEL_RANGE}"),
+    ("--enosys", "kernel:5.256", f"'5.256' {KERNEL_RANGE}"),
 ])
 def test_kernel_versions_out_of_range(command, flag, value, message):
     refused(ocishim(*command, flag, value), f"ocishim: {flag}: {message}")

@@ -362,9 +362,16 @@ def test_parse_version() -> None:
     assert syscalls.format_version((5, 10)) == "5.10"
 
 
-@given(st.integers(0, 1000), st.integers(0, 1000))
+@given(st.integers(1, 255), st.integers(0, 255))
 def test_version_round_trip(major: int, minor: int) -> None:
     assert syscalls.parse_version(syscalls.format_version((major, minor))) == (major, minor)
+
+
+@pytest.mark.parametrize("text", ["0.0", "0.9", "256.0", "5.256", "99999.1"])
+def test_versions_no_linux_has(text: str) -> None:
+    """KERNEL_VERSION() packs major and minor into 8 bits each (and Linux began at 1.0)."""
+    with pytest.raises(ValueError, match="is not a Linux version"):
+        syscalls.parse_version(text)
 
 
 # --- the generator ---------------------------------------------------------------------
