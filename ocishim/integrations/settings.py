@@ -3,7 +3,7 @@
 /etc/ocishim/config.json (or $OCISHIM_CONFIG), every key optional:
     {"enosys": "unnamed", "emulate-kernel": "5.10", "unknown-syscall": "warn",
      "annotations": "use" | "ignore",
-     "log": "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc"}
+     "log": "auto" | "journal" | "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc"}
 The file is the administrator's and is trusted. Annotations come with the container
 (from a pod spec) and are not: ocishim.enosys, ocishim.emulate-kernel and
 ocishim.unknown-syscall may choose another mode per container only where the result
@@ -32,7 +32,7 @@ class Settings:
     mode: Mode = Mode("unnamed")
     emulate: Version | None = None
     unknown_fail: bool = False
-    log: str = "syslog"
+    log: str = "auto"  # the journal, else syslog, else /var/log/ocishim.log (integrations/log.py)
     runtime: str | None = None
     annotations: bool = True  # False: the container's ocishim.* annotations are ignored
 
