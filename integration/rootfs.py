@@ -56,7 +56,9 @@ def mirror_unreachable(suite: str, mirror: str = MIRROR, timeout: float = 20) ->
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on path (created, with its directory) while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -104,7 +106,7 @@ def debootstrap_rootfs(suite: str, mirror: str = MIRROR) -> Path:
     if reason := missing_tools():
         raise RootfsUnavailable(reason)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE / f"{suite}.lock"):
+    with locked(CACHE / f"{suite}.lock"):
         if is_complete(target):  # another run built it while we waited
             return target
         if reason := mirror_unreachable(suite, mirror):

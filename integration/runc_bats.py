@@ -19,7 +19,6 @@ that `runc run` gets the terminal that `runc spec` asks for.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -29,10 +28,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from . import rootfs
 from .bundles import BUSYBOX, busybox_rootfs
@@ -126,17 +124,6 @@ def mirror_unreachable(timeout: float = 20) -> str | None:
     return rootfs.mirror_unreachable(_codename(), MIRRORS[0], timeout)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _run(cmd: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None,
          timeout: float = 600) -> None:
     """Run a preparation step; its output goes into the error when it fails."""
@@ -228,7 +215,7 @@ def ensure_tree(version: str | None = None) -> RuncTree:
     version = version or installed_runc()
     base = CACHE / version
     root = base / "runc"
-    with _locked(CACHE / ".lock"):
+    with rootfs.locked(CACHE / ".lock"):
         if (base / MARKER).exists():
             return RuncTree(version, root)
         why = mirror_unreachable()

@@ -123,6 +123,3 @@ def for_container(settings: Settings, config: Mapping[str, Any]) -> tuple[Settin
             changed.append(f"annotations.{ANNOTATION_PREFIX}{key}")
     return chosen, tuple(changed)
 
-
-# log() lives in integrations/log.py; importers of settings.log keep working.
-from .log import log  # noqa: E402,F401  (a re-export)
