@@ -293,38 +293,12 @@ def cmd_run(args) -> int:
                unknown_fail=args.unknown_syscall == "fail")
 
 
-class _StrictStdin:
-    """stdin for the hook: read as bytes, within the profile size limit, decoded strictly.
-
-    Python's text stdin (surrogateescape under podman's empty environment) would turn
-    invalid UTF-8 into a misleading message, and would read an endless stream whole.
-    """
-
-    def __init__(self, raw) -> None:
-        self._raw = raw
-
-    def read(self, size: int = -1) -> str:
-        from .errors import ProfileError
-        from .profile.parse import MAX_PROFILE_BYTES
-
-        if self._raw is None:  # started with fd 0 closed
-            raise ProfileError("stdin", "closed: the hook reads config.json on stdin")
-        data = self._raw.read(MAX_PROFILE_BYTES + 1)
-        if len(data) > MAX_PROFILE_BYTES:
-            raise ProfileError("stdin", f"larger than the {MAX_PROFILE_BYTES // (1 << 20)} MiB limit")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProfileError("stdin", f"not valid UTF-8 (byte offset {exc.start})") from None
-
-
 def cmd_hook(args) -> int:
     """Run an OCI hook: precreate reads config.json on stdin and prints it patched."""
     from .integrations.hook import main_precreate
 
     # main_precreate reads sys.stdin inside its own error handling, so a bad input is
     # refused (exit 2) and logged there like any other bad config.
-    sys.stdin = _StrictStdin(sys.stdin.buffer if sys.stdin is not None else None)  # type: ignore
     return main_precreate()
 
 

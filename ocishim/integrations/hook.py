@@ -16,7 +16,7 @@ from typing import IO
 
 from ..errors import OcishimError, ProfileError, SystemFailure
 from ..files import write_atomically
-from ..profile.parse import decode
+from ..profile.parse import MAX_PROFILE_BYTES, decode
 from .config import dumps, rewrite_for_container
 from .log import log, tell_caller
 from .settings import Settings, load_settings
@@ -38,8 +38,16 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
     """Read a config, write it patched; returns the exit code."""
     settings = settings or Settings()
     try:
-        text = stdin.read()
+        if stdin is None:  # started with fd 0 closed
+            raise ProfileError("stdin", "closed: the hook reads config.json on stdin")
+        # Bytes from the real stdin (decode checks UTF-8 strictly), at most one past the
+        # size limit: an endless stream is refused, not read whole.
+        text = stdin.read(MAX_PROFILE_BYTES + 1)
+        if len(text) > MAX_PROFILE_BYTES:
+            raise ProfileError("stdin", f"larger than the {MAX_PROFILE_BYTES >> 20} MiB limit")
         config = decode(text, "stdin")
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")  # valid: decode() checked it
         if not isinstance(config, dict):
             raise ProfileError("stdin", "the config must be a JSON object")
         result = rewrite_for_container(config, settings, "stdin")
@@ -89,4 +97,4 @@ def main_precreate() -> int:
     except OcishimError as exc:
         # The settings cannot say where to log: the default places (journal, syslog, file).
         return refuse(Settings(), exc, exc.exit_code)
-    return precreate(sys.stdin, sys.stdout, settings)
+    return precreate(sys.stdin.buffer if sys.stdin is not None else None, sys.stdout, settings)
