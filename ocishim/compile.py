@@ -4,13 +4,24 @@ The program is libseccomp's own output. What libseccomp cannot express is kept a
 for the patcher rather than dropped: rules whose names the host libseccomp does not
 know but the project's syscall table does (`Compiled.pending`), and the set of numbers
 the profile names on each arch (`Compiled.named`), which the ENOSYS stub needs.
+
+libseccomp itself runs in a forked child with a time and a memory limit (`_in_child`):
+libseccomp 2.5.4 loops forever inside seccomp_rule_add on some rule sets, and a profile
+comes with the container, so without a limit a pod author could hang container creation.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import pickle
+import resource
+import select
+import signal
+import time
+import traceback
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import pyseccomp
 
@@ -19,7 +30,7 @@ from .actions import OPERATORS, action_value, flags_value
 from .arch import BY_OCI, Arch, nr_domain, order
 from .bpf import reach
 from .bpf.insn import RET, K, Insn, decode
-from .errors import CompileError
+from .errors import CompileError, OcishimError, UsageError
 from .profile.model import ArgCond, Profile, Rule
 
 # Socket and SysV IPC calls: on arches with socketcall(2)/ipc(2) libseccomp resolves
@@ -90,7 +101,14 @@ def filter_arches(profile: Profile, native: Arch) -> tuple[Arch, ...]:
 
 
 def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
-    """Build the libseccomp program for profile, as runc and crun would, plus the patcher's data."""
+    """Build the libseccomp program for profile, as runc and crun would, plus the patcher's data.
+
+    libseccomp runs in a child process under COMPILE_TIMEOUT and COMPILE_MEMORY.
+    """
+    return _in_child(_compile_profile, profile.path or "linux.seccomp", profile, native)
+
+
+def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
     host = libseccomp.native()
     native = native or host
     default = action_value(profile.default_action, profile.default_errno_ret)
@@ -189,7 +207,12 @@ def compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[In
 
     Returns the program and the proxy's number on arch. The rules' own names are not
     used: this is how the patcher learns what libseccomp makes of rules on a name it lacks.
+    libseccomp runs in a child process under COMPILE_TIMEOUT and COMPILE_MEMORY.
     """
+    return _in_child(_compile_proxy, where or "linux.seccomp", arch, tuple(rules), default, where)
+
+
+def _compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[Insn, ...], int]:
     host = libseccomp.native()
     proxy = next((name for name in _PROXIES
                   if libseccomp.resolve_name(arch, name) >= 0 and libseccomp.resolve_name(host, name) >= 0),
@@ -308,3 +331,172 @@ def _export(flt: pyseccomp.SyscallFilter, byteorder: str) -> tuple[Insn, ...]:
         data = f.read()
     # libseccomp writes the program in the byte order of the filter's arches.
     return decode(data, byteorder)
+
+
+# --------------------------------------------------------------------------------------
+# libseccomp in a child process, with a time and a memory limit.
+# --------------------------------------------------------------------------------------
+
+# Seconds one compile (compile_profile, or one compile_proxy) may take, export included.
+# Docker's default profile takes a few milliseconds; libseccomp 2.5.4 never returns on
+# some rule sets (two rules `argX == 0 && arg0 < v`, `argY == 0 && arg0 < v` on one
+# syscall, X != Y: the second seccomp_rule_add loops), so the limit only has to be far
+# above any real profile on a loaded machine.
+COMPILE_TIMEOUT = 10.0
+# A testing aid: a lower limit in seconds (0 < value <= COMPILE_TIMEOUT), so that tests of
+# the limit do not wait the whole default many times. It can only make ocishim give up
+# sooner, never accept more.
+TIMEOUT_ENV = "OCISHIM_COMPILE_TIMEOUT"
+# Address space the child may add to what it inherits (RLIMIT_AS). Docker's default
+# profile on x86_64, x86 and x32 adds about 2 MiB; a hostile profile gets ENOMEM from
+# libseccomp, which fails the compile, instead of taking the node's memory.
+COMPILE_MEMORY = 1 << 30
+
+
+def compile_timeout() -> float:
+    """The time limit in seconds: COMPILE_TIMEOUT, or the lower test limit from TIMEOUT_ENV."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return COMPILE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= COMPILE_TIMEOUT:  # NaN fails too
+        raise UsageError(TIMEOUT_ENV, f"{text!r} is not a number of seconds in (0, {COMPILE_TIMEOUT:g}]")
+    return value
+
+
+def _in_child(fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    """fn(*args) in a forked child under the limits; its value, or its exception, re-raised here.
+
+    A fork without exec: pyseccomp and everything fn needs are already imported, so the
+    child costs a page-table copy. The child never returns into the caller's code: it
+    leaves by os._exit, without atexit handlers or flushing stdio buffers it inherited,
+    and its fds 0-2 point at /dev/null, since they may be the container's stdio.
+    If another thread held a lock at fork time and the child blocks on it, the time
+    limit ends it like a libseccomp loop: the compile fails, closed.
+    """
+    limit = compile_timeout()
+    _warm_caches()
+    rfd, wfd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(rfd)
+        os.close(wfd)
+        raise CompileError(where, f"cannot start a process to run libseccomp in ({exc.strerror})") from None
+    if pid == 0:  # the child: never returns
+        # A collection would touch every inherited object and copy its page: the child
+        # is short-lived, so it frees nothing and skips that cost.
+        gc.disable()
+        status = 1
+        try:
+            os.close(rfd)
+            status = _child_run(fn, args, wfd)
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    reaped = False
+    try:
+        data, timed_out = _read_until(rfd, time.monotonic() + limit)
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+    finally:
+        os.close(rfd)
+        if not reaped:  # interrupted (KeyboardInterrupt): leave no child behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+    if timed_out:
+        raise CompileError(where, f"libseccomp did not finish compiling these rules within {limit:g} s")
+    if not data:
+        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exited with status {os.waitstatus_to_exitcode(status)}")
+        raise CompileError(where, f"libseccomp's process {how} while compiling these rules")
+    kind, value = pickle.loads(data)
+    if kind == "ok":
+        return value
+    if kind == "error":  # an OcishimError: rebuilt by class, where and message
+        cls, err_where, message = value
+        raise cls(err_where, message)
+    if kind == "memory":
+        raise CompileError(where, f"libseccomp needed more than {COMPILE_MEMORY >> 20} MiB "
+                                  "to compile these rules")
+    raise value  # any other exception, as fn raised it (a bug, not the profile's fault)
+
+
+def _warm_caches() -> None:
+    """Fill the lookup caches the compile uses here, once per process.
+
+    Filled in a child they would die with it, and every later compile would build the
+    syscall table again (about 20 ms for all its arches).
+    """
+    for arch_name in syscalls.arches():
+        syscalls.resolve(arch_name, "read")
+    libseccomp.supported_arches()
+    libseccomp.version()
+
+
+def _child_setup() -> None:
+    """Limits and stdio for the child."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = _address_space() + COMPILE_MEMORY
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _address_space() -> int:
+    """Bytes of address space this process maps now (VmSize)."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def _child_run(fn: Callable[..., Any], args: tuple[Any, ...], wfd: int) -> int:
+    """Run fn and write the pickled outcome to wfd; the exit status."""
+    try:
+        _child_setup()
+        outcome: tuple[str, Any] = ("ok", fn(*args))
+    except OcishimError as exc:
+        outcome = ("error", (type(exc), exc.where, exc.message))
+    except MemoryError:
+        outcome = ("memory", None)
+    except BaseException as exc:  # handed to the parent as it is, or as text
+        outcome = ("raise", exc)
+    try:
+        data = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        data = pickle.dumps(("raise", RuntimeError("".join(
+            traceback.format_exception(outcome[1])).strip())))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(wfd, view):]
+    return 0
+
+
+def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """Everything the child writes to fd until it closes it; (data, True) when the deadline passes first."""
+    chunks: list[bytes] = []
+    poller = select.poll()  # not select(): fd may be above FD_SETSIZE in a busy process
+    poller.register(fd, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            return b"", True
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
