@@ -18,6 +18,7 @@ import pickle
 import resource
 import select
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -449,6 +450,9 @@ def _child_setup() -> None:
         os.dup2(null, fd)
     if null > 2:
         os.close(null)
+    # sys.stdout and sys.stderr may write elsewhere than fds 1 and 2 (a dup, a log file),
+    # and hold what the parent buffered: the child gets its own, on /dev/null.
+    sys.stdout = sys.stderr = open(1, "w", closefd=False)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     soft = _address_space() + COMPILE_MEMORY
     if hard != resource.RLIM_INFINITY:
