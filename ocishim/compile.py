@@ -339,17 +339,18 @@ def _export(flt: pyseccomp.SyscallFilter, byteorder: str) -> tuple[Insn, ...]:
 # --------------------------------------------------------------------------------------
 
 # Seconds one compile (compile_profile, or one compile_proxy) may take, export included.
-# Docker's default profile takes a few milliseconds; libseccomp 2.5.4 never returns on
-# some rule sets (two rules `argX == 0 && arg0 < v`, `argY == 0 && arg0 < v` on one
-# syscall, X != Y: the second seccomp_rule_add loops), so the limit only has to be far
-# above any real profile on a loaded machine.
+# Docker's default profile (x86_64, x86, x32) takes about 50 ms here. libseccomp 2.5.4
+# never returns on some rule sets: two rules on one syscall that share a comparison on
+# arg0 other than EQ and differ in a condition on another argument (`arg1 == 0 &&
+# arg0 < 5`, `arg3 == 0 && arg0 < 5`, any actions): the second seccomp_rule_add loops.
+# So the limit only has to be far above any real profile on a loaded machine.
 COMPILE_TIMEOUT = 10.0
 # A testing aid: a lower limit in seconds (0 < value <= COMPILE_TIMEOUT), so that tests of
 # the limit do not wait the whole default many times. It can only make ocishim give up
 # sooner, never accept more.
 TIMEOUT_ENV = "OCISHIM_COMPILE_TIMEOUT"
 # Address space the child may add to what it inherits (RLIMIT_AS). Docker's default
-# profile on x86_64, x86 and x32 adds about 2 MiB; a hostile profile gets ENOMEM from
+# profile on x86_64, x86 and x32 adds about 1 MiB; a hostile profile gets ENOMEM from
 # libseccomp, which fails the compile, instead of taking the node's memory.
 COMPILE_MEMORY = 1 << 30
 
