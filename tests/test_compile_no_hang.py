@@ -254,3 +254,13 @@ def test_the_child_writes_nothing_to_stdio(capfd):
     sys.stdout.flush()
     out, err = capfd.readouterr()
     assert (out, err) == ("parent buffered\n", "")
+
+
+def test_isolation_can_be_turned_off_by_python_callers_only(monkeypatch, forks):
+    """ISOLATE = False (for callers with a child of their own) compiles here, no fork."""
+    monkeypatch.setattr(compile_mod, "ISOLATE", False)
+    compile_profile(_profile(UNLOOPED))
+    assert forks == []
+    monkeypatch.setattr(compile_mod, "ISOLATE", True)
+    compile_profile(_profile(UNLOOPED))
+    assert len(forks) == 1
