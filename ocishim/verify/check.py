@@ -1,0 +1,358 @@
+"""Compare a program with what it should answer, over every arch, nr and argument value.
+
+The program is walked symbolically (regions.walk): its leaves partition all of
+seccomp_data, each with one answer. Each leaf is then cut by every test the expectation
+depends on (arch, E(A) ranges, the numbers with rules, each condition's word tests), so
+that the expectation is constant on every piece: one witness per piece decides it. Every
+reported difference carries that witness, and the emulator confirms the program's answer
+on it before it is reported.
+
+Two expectations:
+- Expected.meaning: the profile's meaning (meaning.Meaning), with ENOSYS inside E(A)
+  when E(A) is given (for a program from elsewhere, or to check a patched one directly);
+- Expected.rule1: rule 1 of semantics.md for a patched program: ENOSYS inside E(A); the
+  meaning on numbers ocishim compiles itself (names the host libseccomp lacks); the
+  unpatched program's own answers everywhere else.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+from .. import syscalls
+from ..actions import ENOSYS, RET_ERRNO, describe
+from ..arch import BY_AUDIT, X32_SYSCALL_BIT, Arch
+from ..bpf import emu
+from ..bpf.insn import OFF_ARCH, OFF_NR, Insn
+from ..profile.model import ArgCond
+from . import regions
+from .meaning import Meaning, Unsettled
+from .regions import Atom, Region, split
+
+U32 = 0xFFFFFFFF
+ENOSYS_RET = RET_ERRNO | ENOSYS
+Ranges = tuple[tuple[int, int], ...]
+
+
+class InternalError(AssertionError):
+    """The symbolic walk and the emulator disagree on a witness: a bug in the checker."""
+
+
+@dataclass(frozen=True)
+class Witness:
+    arch: str | None  # None: an arch the filter does not carry
+    audit: int
+    nr: int
+    args: tuple[int, ...]
+    ip: int = 0
+
+    def text(self) -> str:
+        name = syscalls.name(self.arch, self.nr) if self.arch in syscalls.arches() else None
+        call = f"{name or 'nr'}({self.nr:#x})" if self.nr >= 0x10000 else f"{name or 'nr'}({self.nr})"
+        args = ", ".join(f"{a:#x}" for a in self.args)
+        where = self.arch or f"arch {self.audit:#010x}"
+        return f"{where} {call} args=({args})"
+
+    def as_json(self) -> dict:
+        return {"arch": self.arch, "audit": self.audit, "nr": self.nr, "args": list(self.args)}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The program answers `got` where `want` is expected, e.g. at `witness`."""
+
+    check: str  # which comparison, e.g. "libseccomp vs profile"
+    witness: Witness
+    got: int
+    want: int
+    known: str | None = None  # why this difference is expected (and handled elsewhere)
+
+    def text(self) -> str:
+        note = f"  [known: {self.known}]" if self.known else ""
+        return f"{self.check}: {self.witness.text()}: program {describe(self.got)}, expected {describe(self.want)}{note}"
+
+    def as_json(self) -> dict:
+        return {"check": self.check, "witness": self.witness.as_json(), "got": describe(self.got),
+                "expected": describe(self.want), "got_value": self.got, "expected_value": self.want,
+                "known": self.known}
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """A piece of the space where the meaning is unsettled (meaning.Unsettled)."""
+
+    check: str
+    witness: Witness
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.check}: cannot decide at {self.witness.text()}: {self.reason}"
+
+    def as_json(self) -> dict:
+        return {"check": self.check, "witness": self.witness.as_json(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Report:
+    check: str
+    differences: tuple[Difference, ...]
+    undecided: tuple[Undecided, ...]
+    leaves: int  # program paths walked
+    pieces: int  # pieces compared
+
+    @property
+    def agrees(self) -> bool:
+        return not self.undecided and all(d.known for d in self.differences)
+
+
+# --------------------------------------------------------------------------------------
+# Cutting a region by what the expectation depends on.
+# --------------------------------------------------------------------------------------
+
+def by_arch(meaning: Meaning, region: Region) -> Iterator[tuple[Region, Arch | None]]:
+    """The parts of region for each arch of the filter, and the rest (None: bad arch)."""
+    rest: Region | None = region
+    for audit in sorted({a.audit for a in meaning.arches}):
+        if rest is None:
+            return
+        inside, rest = split(rest, Atom(OFF_ARCH, "eq", audit))
+        if inside is None:
+            continue
+        if len(BY_AUDIT[audit]) > 1:  # x86_64 and x32: nr below or from bit 30 (see Meaning.arch_of)
+            high, low = split(inside, Atom(OFF_NR, "gt", X32_SYSCALL_BIT - 1))
+            parts = [(p, X32_SYSCALL_BIT if p is high else 0) for p in (high, low) if p is not None]
+        else:
+            parts = [(inside, 0)]
+        for part, bit in parts:
+            yield part, meaning.arch_of(audit, bit)
+    if rest is not None:
+        yield rest, None
+
+
+def _nr_bounds(region: Region) -> list[tuple[int, int]]:
+    return [(c.lo, c.hi) for c in region[OFF_NR // 4]]
+
+
+def by_ranges(region: Region, ranges: Ranges) -> tuple[list[Region], list[Region]]:
+    """(parts of region with nr inside one of the sorted, disjoint ranges, parts outside them)."""
+    starts = [r[0] for r in ranges]
+    wanted: set[int] = set()
+    for lo_b, hi_b in _nr_bounds(region):
+        i = max(0, bisect.bisect_right(starts, lo_b) - 1)
+        while i < len(ranges) and ranges[i][0] <= hi_b:
+            if ranges[i][1] >= lo_b:
+                wanted.add(i)
+            i += 1
+    inside: list[Region] = []
+    outside: list[Region] = []
+    rest: Region | None = region
+    for i in sorted(wanted):
+        lo, hi = ranges[i]
+        if rest is None:
+            break
+        upper: Region | None = rest
+        if lo > 0:
+            upper, below = split(rest, Atom(OFF_NR, "gt", lo - 1))
+            if below is not None:
+                outside.append(below)
+        if upper is None:
+            rest = None
+            break
+        rest, within = split(upper, Atom(OFF_NR, "gt", hi))
+        if within is not None:
+            inside.append(within)
+    if rest is not None:
+        outside.append(rest)
+    return inside, outside
+
+
+def by_numbers(region: Region, numbers: Sequence[int]) -> tuple[list[tuple[Region, int]], Region | None]:
+    """The parts of region for each of the sorted numbers it contains, and the rest."""
+    found: list[tuple[Region, int]] = []
+    rest: Region | None = region
+    for lo, hi in _nr_bounds(region):
+        for nr in numbers[bisect.bisect_left(numbers, lo):bisect.bisect_right(numbers, hi)]:
+            if rest is None:
+                return found, None
+            if not regions.contains(rest[OFF_NR // 4], nr):
+                continue
+            one, rest = split(rest, Atom(OFF_NR, "eq", nr))
+            if one is not None:
+                found.append((one, nr))
+    return found, rest
+
+
+def condition_atoms(arch: Arch, c: ArgCond) -> list[Atom]:
+    """The word tests that decide condition c (32-bit arches: the low word only)."""
+    lo_off, hi_off = emu.arg_offsets(arch, c.index)
+    words = [(lo_off, 0)] + ([(hi_off, 32)] if arch.bits == 64 else [])
+    out: list[Atom] = []
+    for off, shift in words:
+        v = c.value >> shift & U32
+        if c.op == "SCMP_CMP_MASKED_EQ":
+            out.append(Atom(off, "eq", c.value_two >> shift & v, v))
+        elif c.op in ("SCMP_CMP_EQ", "SCMP_CMP_NE"):
+            out.append(Atom(off, "eq", v))
+        else:
+            out += [Atom(off, "eq", v), Atom(off, "gt", v)]
+    return out
+
+
+def cut(region: Region, atoms: Sequence[Atom]) -> list[Region]:
+    """Region cut by every atom: on each piece, every atom is either true or false."""
+    pieces = [region]
+    for atom in atoms:
+        nxt: list[Region] = []
+        for p in pieces:
+            nxt += [q for q in split(p, atom) if q is not None]
+        pieces = nxt
+    return pieces
+
+
+def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[Region]:
+    """Region (inside arch) cut so that the meaning is constant on each piece."""
+    found, rest = by_numbers(region, meaning.ruled(arch))
+    if rest is not None:
+        yield rest
+    for part, nr in found:
+        on = meaning.on(arch, nr)
+        atoms = [] if on.always is not None or on.unsettled else \
+            sorted({a for s in on.sets for c in s.conds for a in condition_atoms(arch, c)},
+                   key=lambda a: (a.word, a.op, a.k, a.mask))
+        yield from cut(part, atoms)
+
+
+# --------------------------------------------------------------------------------------
+# Witnesses.
+# --------------------------------------------------------------------------------------
+
+def _layout(arches: Sequence[Arch]) -> Arch:
+    return arches[0]
+
+
+def witness_of(region: Region, arch: Arch | None, layout: Arch) -> tuple[Witness, bytes]:
+    """The smallest point of region, as a Witness and as seccomp_data bytes."""
+    words = regions.witness(region)
+    fmt = "<16I" if layout.little_endian else ">16I"
+    data = struct.pack(fmt, *words)
+    args = []
+    shape = arch or layout
+    for i in range(6):
+        lo, hi = emu.arg_offsets(shape, i)
+        args.append(words[hi // 4] << 32 | words[lo // 4])
+    ip_lo, ip_hi = (8, 12) if layout.little_endian else (12, 8)
+    ip = words[ip_hi // 4] << 32 | words[ip_lo // 4]
+    return Witness(arch.name if arch else None, words[OFF_ARCH // 4], words[OFF_NR // 4], tuple(args), ip), data
+
+
+class Checker:
+    """Walks one program and compares each piece with an expectation; collects a Report."""
+
+    def __init__(self, check: str, program: Sequence[Insn], meaning: Meaning,
+                 enosys: Mapping[str, Ranges] | None = None) -> None:
+        self.check = check
+        self.program = tuple(program)
+        self.meaning = meaning
+        self.enosys = enosys or {}
+        self.layout = _layout(meaning.arches)
+        self.byteorder = "little" if self.layout.little_endian else "big"
+        self.differences: dict[tuple, Difference] = {}
+        self.undecided: dict[tuple, Undecided] = {}
+        self.pieces = 0
+
+    def known(self, arch: Arch | None, nr: int) -> str | None:
+        """Why a difference at (arch, nr) is expected; None when it is not."""
+        return None
+
+    def expected(self, arch: Arch | None, region: Region) -> Iterator[tuple[Region, int | str]]:
+        """Pieces of region with the answer expected there (a string: unsettled, why)."""
+        if arch is None:
+            yield region, self.meaning.bad_arch
+            return
+        inside, outside = by_ranges(region, self.enosys.get(arch.name, ()))
+        for part in inside:
+            yield part, ENOSYS_RET
+        for part in outside:
+            yield from self.meaning_answers(arch, part)
+
+    def meaning_answers(self, arch: Arch, region: Region) -> Iterator[tuple[Region, int | str]]:
+        for piece in meaning_pieces(self.meaning, arch, region):
+            w, _ = witness_of(piece, arch, self.layout)
+            try:
+                yield piece, self.meaning.answer(w.audit, w.nr, w.args)
+            except Unsettled as exc:
+                yield piece, str(exc)
+
+    def run(self) -> Report:
+        leaves = 0
+        for leaf in regions.walk(self.program):
+            leaves += 1
+            for part, arch in by_arch(self.meaning, leaf.region):
+                for piece, want in self.expected(arch, part):
+                    self.pieces += 1
+                    self._compare(leaf.answer, piece, arch, want)
+        return Report(self.check, tuple(self.differences.values()), tuple(self.undecided.values()),
+                      leaves, self.pieces)
+
+    def _compare(self, got: int, piece: Region, arch: Arch | None, want: int | str) -> None:
+        if want == got:
+            return
+        w, data = witness_of(piece, arch, self.layout)
+        key = (w.arch, w.audit if w.arch is None else None, w.nr, got, want)
+        if isinstance(want, str):
+            self.undecided.setdefault(key, Undecided(self.check, w, want))
+            return
+        if key in self.differences:
+            return
+        by_emu = emu.run_data(self.program, data, self.byteorder).ret
+        if by_emu != got:
+            raise InternalError(f"{self.check}: the walk says {got:#x} at {w.text()}, the emulator {by_emu:#x}")
+        self.differences[key] = Difference(self.check, w, got, want, self.known(arch, w.nr))
+
+
+class Rule1Checker(Checker):
+    """A patched program against rule 1: ENOSYS in E(A), the meaning on ocishim's own
+    rule blocks (pending), the unpatched program's answers everywhere else."""
+
+    def __init__(self, program: Sequence[Insn], unpatched: Sequence[Insn], meaning: Meaning,
+                 enosys: Mapping[str, Ranges], own: Mapping[str, Sequence[int]]) -> None:
+        super().__init__("patched vs rule 1", program, meaning, enosys)
+        self.unpatched = tuple(unpatched)
+        self.own = {k: tuple(sorted(set(v))) for k, v in own.items()}
+
+    def expected(self, arch: Arch | None, region: Region) -> Iterator[tuple[Region, int | str]]:
+        if arch is None:
+            yield from self._unpatched(region)
+            return
+        inside, outside = by_ranges(region, self.enosys.get(arch.name, ()))
+        for part in inside:
+            yield part, ENOSYS_RET
+        for part in outside:
+            found, rest = by_numbers(part, self.own.get(arch.name, ()))
+            for one, _ in found:
+                yield from self.meaning_answers(arch, one)
+            if rest is not None:
+                yield from self._unpatched(rest)
+
+    def _unpatched(self, region: Region) -> Iterator[tuple[Region, int]]:
+        for leaf in regions.walk(self.unpatched, region):
+            yield leaf.region, leaf.answer
+
+
+def check_program(program: Sequence[Insn], meaning: Meaning, check: str = "program vs profile",
+                  enosys: Mapping[str, Ranges] | None = None,
+                  known: Mapping[tuple[str, int], str] | None = None) -> Report:
+    """Every difference between program and the profile's meaning (ENOSYS inside enosys)."""
+    checker = Checker(check, program, meaning, enosys)
+    if known:
+        checker.known = lambda arch, nr: known.get((arch.name, nr)) if arch else None  # type: ignore[method-assign]
+    return checker.run()
+
+
+def check_rule1(program: Sequence[Insn], unpatched: Sequence[Insn], meaning: Meaning,
+                enosys: Mapping[str, Ranges], own: Mapping[str, Sequence[int]]) -> Report:
+    """Every departure of a patched program from rule 1 of semantics.md."""
+    return Rule1Checker(program, unpatched, meaning, enosys, own).run()

@@ -1,0 +1,222 @@
+"""What a profile means, for one (arch, nr, args): the specification the checker holds programs to.
+
+Written from semantics.md and the facts measured on libseccomp 2.5.4 (rule 12, pinned in
+tests/patch/test_rules.py::test_libseccomp_combines_rules_on_one_syscall), not from
+libseccomp's code nor from ocishim.patch:
+
+- arch: seccomp_data.arch must be the audit value of an arch in the filter (x86_64 and
+  x32 share one and are told apart by bit 30 of nr); any other gets the bad-arch action.
+- names: a rule applies to nr when one of its names has that number on the arch in
+  ocishim's own table (aliases included), whether or not the host libseccomp knows it.
+- rules whose action is the default action are dropped (libseccomp refuses them).
+- an unconditional rule overrides every conditional one on the nr, whatever the order;
+  of several unconditional rules the first wins.
+- a rule repeating an argument index is one rule per condition (OR); otherwise its
+  conditions are ANDed.
+- a condition set that extends an earlier one (a superset) is dropped, whatever its
+  action; the same set with another action, or a shorter set with another action after
+  a longer one, is refused (EEXIST): no filter at all.
+- a condition compares the 64-bit argument on 64-bit arches and the low word only on
+  32-bit ones; MASKED_EQ is (arg & mask) == (datum & mask).
+- when condition sets with different actions hold at once, the measured fact is that a
+  single condition on a higher argument index wins over one on a lower index. Any other
+  overlap is not settled: the meaning is Unsettled there, and the checker says so.
+- socket and IPC calls on arches with socketcall(2)/ipc(2): libseccomp also puts their
+  rules onto the multiplexer, which this version does not model. A multiplexer number
+  is Unsettled unless the profile has an unconditional rule on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .. import syscalls
+from ..actions import RET_KILL_THREAD, action_value
+from ..arch import BY_AUDIT, BY_OCI, X32_SYSCALL_BIT, Arch, order
+from ..profile.model import ArgCond, Profile, Rule
+
+U32 = 0xFFFFFFFF
+U64 = 2**64 - 1
+
+# libseccomp's bad-arch action when nobody sets one (runc and crun do not): SCMP_ACT_KILL.
+BAD_ARCH = RET_KILL_THREAD
+
+# Calls libseccomp routes through socketcall(2) and ipc(2) where those exist.
+MULTIPLEXED = frozenset(
+    "socket bind connect listen accept getsockname getpeername socketpair send recv "
+    "sendto recvfrom shutdown setsockopt getsockopt sendmsg recvmsg accept4 recvmmsg "
+    "sendmmsg semop semget semctl semtimedop msgsnd msgrcv msgget msgctl shmat shmdt "
+    "shmget shmctl".split())
+MULTIPLEXERS = ("socketcall", "ipc")
+
+
+class Unsettled(Exception):
+    """The written meaning does not say what the profile means here (see the module doc)."""
+
+
+class Refused(Exception):
+    """libseccomp refuses this profile (EEXIST); there is no program to check."""
+
+
+@dataclass(frozen=True)
+class CondSet:
+    """Conditions ANDed together, and the action when they all hold."""
+
+    conds: tuple[ArgCond, ...]
+    action: int
+    path: str
+
+
+@dataclass(frozen=True)
+class OnNr:
+    """Everything the profile says about one (arch, nr)."""
+
+    always: int | None  # the unconditional rule's action
+    sets: tuple[CondSet, ...]  # conditional rules, when there is no unconditional one
+    unsettled: str | None = None
+
+
+def _norm(c: ArgCond, bits: int) -> ArgCond:
+    width = U64 if bits == 64 else U32
+    two = c.value_two & width if c.op == "SCMP_CMP_MASKED_EQ" else 0
+    return ArgCond(c.index, c.value & width, two, c.op)
+
+
+def _condition_sets(args: tuple[ArgCond, ...]) -> tuple[tuple[ArgCond, ...], ...]:
+    if len({c.index for c in args}) != len(args):
+        return tuple((c,) for c in args)
+    return (args,) if args else ()
+
+
+def holds(c: ArgCond, arg: int, bits: int) -> bool:
+    """One condition on one argument, as libseccomp means it on an arch of `bits` bits."""
+    width = U64 if bits == 64 else U32
+    a, v, w = arg & width, c.value & width, c.value_two & width
+    if c.op == "SCMP_CMP_EQ":
+        return a == v
+    if c.op == "SCMP_CMP_NE":
+        return a != v
+    if c.op == "SCMP_CMP_LT":
+        return a < v
+    if c.op == "SCMP_CMP_LE":
+        return a <= v
+    if c.op == "SCMP_CMP_GT":
+        return a > v
+    if c.op == "SCMP_CMP_GE":
+        return a >= v
+    if c.op == "SCMP_CMP_MASKED_EQ":
+        return a & v == w & v
+    raise ValueError(f"unknown operator {c.op!r}")
+
+
+class Meaning:
+    """The answer of a profile for every (arch audit, nr, args), per semantics.md."""
+
+    def __init__(self, profile: Profile, arches: Sequence[Arch], bad_arch: int = BAD_ARCH) -> None:
+        self.profile = profile
+        self.arches = order(arches)
+        self.default = action_value(profile.default_action, profile.default_errno_ret)
+        self.bad_arch = bad_arch
+        self._on: dict[str, dict[int, OnNr]] = {a.name: self._rules_of(a) for a in self.arches}
+
+    @classmethod
+    def for_filter(cls, profile: Profile, native: Arch, bad_arch: int = BAD_ARCH) -> "Meaning":
+        """The arches a runtime puts in the filter: the native one plus those the profile lists."""
+        return cls(profile, [native] + [BY_OCI[n] for n in profile.architectures], bad_arch)
+
+    def arch_of(self, audit: int, nr: int) -> Arch | None:
+        """The filter's arch for this seccomp_data.arch and nr, or None (bad arch)."""
+        # x86_64 and x32 share an audit value. The kernel runs x32 calls for nr with bit 30
+        # set; numbers from 2^31 are no syscall at all (the kernel answers ENOSYS before
+        # seccomp matters). libseccomp and ocishim's stub both split at nr >= 2^30, so
+        # the meaning does too: x86_64 below, x32 from there.
+        for a in BY_AUDIT.get(audit, ()):
+            if a not in self.arches:
+                continue
+            if (a.name == "x32") != (nr >= X32_SYSCALL_BIT) and len(BY_AUDIT[audit]) > 1:
+                continue
+            return a
+        return None
+
+    def ruled(self, arch: Arch) -> tuple[int, ...]:
+        """The numbers of arch the profile has rules (or an unsettled meaning) for, sorted."""
+        return tuple(sorted(self._on[arch.name]))
+
+    def on(self, arch: Arch, nr: int) -> OnNr | None:
+        return self._on[arch.name].get(nr)
+
+    def answer(self, audit: int, nr: int, args: Sequence[int]) -> int:
+        """The profile's answer; raises Unsettled where the written meaning is silent."""
+        arch = self.arch_of(audit, nr)
+        if arch is None:
+            return self.bad_arch
+        on = self.on(arch, nr)
+        if on is None:
+            return self.default
+        if on.unsettled:
+            raise Unsettled(on.unsettled)
+        if on.always is not None:
+            return on.always
+        full = tuple(args) + (0,) * (6 - len(args))
+        matching = [s for s in on.sets if all(holds(c, full[c.index], arch.bits) for c in s.conds)]
+        actions = {s.action for s in matching}
+        if not actions:
+            return self.default
+        if len(actions) == 1:
+            return actions.pop()
+        indexes = [s.conds[0].index for s in matching if len(s.conds) == 1]
+        if len(indexes) == len(matching) and len(set(indexes)) == len(indexes):
+            return max(matching, key=lambda s: s.conds[0].index).action
+        raise Unsettled("conditional rules with different actions overlap: "
+                        + ", ".join(s.path for s in matching))
+
+    def _rules_of(self, arch: Arch) -> dict[int, OnNr]:
+        by_nr: dict[int, list[Rule]] = {}
+        for rule in self.profile.syscalls:
+            if action_value(rule.action, rule.errno_ret) == self.default:
+                continue
+            nrs = {syscalls.resolve(arch.name, n) for n in rule.names} - {None}
+            for nr in nrs:
+                by_nr.setdefault(nr, []).append(rule)
+        out = {nr: self._combine(arch, rules) for nr, rules in by_nr.items()}
+        self._multiplexers(arch, out)
+        return out
+
+    def _multiplexers(self, arch: Arch, out: dict[int, OnNr]) -> None:
+        routed = [r for r in self.profile.syscalls if set(r.names) & MULTIPLEXED
+                  and action_value(r.action, r.errno_ret) != self.default]
+        if not routed:
+            return
+        for mux in MULTIPLEXERS:
+            nr = syscalls.resolve(arch.name, mux)
+            if nr is None:
+                continue
+            on = out.get(nr)
+            if on is not None and on.always is not None:
+                continue  # an unconditional rule on the multiplexer overrides what is routed there
+            out[nr] = OnNr(None, (), f"{arch.name} {mux}({nr}) also carries the rules of "
+                                     f"{routed[0].path} (multiplexed calls are not modelled yet)")
+
+    def _combine(self, arch: Arch, rules: list[Rule]) -> OnNr:
+        for rule in rules:
+            if not rule.args:
+                return OnNr(action_value(rule.action, rule.errno_ret), ())
+        sets: list[CondSet] = []
+        for rule in rules:
+            action = action_value(rule.action, rule.errno_ret)
+            for group in _condition_sets(rule.args):
+                new = frozenset(_norm(c, arch.bits) for c in group)
+                keep = True
+                for s in sets:
+                    old = frozenset(_norm(c, arch.bits) for c in s.conds)
+                    if old <= new:
+                        if old == new and s.action != action:
+                            raise Refused(f"{rule.path}: the same conditions as {s.path} with another action")
+                        keep = False  # an extension (or repeat) of an earlier set is dropped
+                        break
+                    if new < old and s.action != action:
+                        raise Refused(f"{rule.path}: a shorter rule with another action after {s.path}")
+                if keep:
+                    sets.append(CondSet(tuple(group), action, rule.path))
+        return OnNr(None, tuple(sets))
