@@ -121,13 +121,15 @@ def by_arch(meaning: Meaning, region: Region) -> Iterator[tuple[Region, Arch | N
         inside, rest = split(rest, Atom(OFF_ARCH, "eq", audit))
         if inside is None:
             continue
-        if len(BY_AUDIT[audit]) > 1:  # x86_64 and x32: nr below or from bit 30 (see Meaning.arch_of)
+        parts = [(inside, 0)]
+        if len(BY_AUDIT[audit]) > 1:
+            # x86_64 and x32: nr below 2^30, from 2^30, and -1 (see Meaning.arch_of)
             high, low = split(inside, Atom(OFF_NR, "gt", X32_SYSCALL_BIT - 1))
-            parts = [(p, X32_SYSCALL_BIT if p is high else 0) for p in (high, low) if p is not None]
-        else:
-            parts = [(inside, 0)]
-        for part, bit in parts:
-            yield part, meaning.arch_of(audit, bit)
+            minus_one, high = split(high, Atom(OFF_NR, "eq", U32)) if high is not None else (None, None)
+            parts = [(p, nr) for p, nr in ((low, 0), (high, X32_SYSCALL_BIT), (minus_one, U32))
+                     if p is not None]
+        for part, nr in parts:
+            yield part, meaning.arch_of(audit, nr)
     if rest is not None:
         yield rest, None
 

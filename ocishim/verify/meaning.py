@@ -130,12 +130,17 @@ class Meaning:
         # x86_64 and x32 share an audit value. The kernel runs x32 calls for nr with bit 30
         # set; numbers from 2^31 are no syscall at all (the kernel answers ENOSYS before
         # seccomp matters). libseccomp and ocishim's stub both split at nr >= 2^30, so
-        # the meaning does too: x86_64 below, x32 from there.
+        # the meaning does too: x86_64 below, x32 from there. One exception, measured on
+        # libseccomp 2.5.4: without x32 in the filter, nr -1 (0xffffffff, what a tracer
+        # leaves when it skips a call) is an x86_64 number, not a bad arch.
+        shared = len(BY_AUDIT.get(audit, ())) > 1
+        x32_in = any(a.name == "x32" for a in self.arches)
         for a in BY_AUDIT.get(audit, ()):
             if a not in self.arches:
                 continue
-            if (a.name == "x32") != (nr >= X32_SYSCALL_BIT) and len(BY_AUDIT[audit]) > 1:
-                continue
+            if shared and (a.name == "x32") != (nr >= X32_SYSCALL_BIT):
+                if not (a.name == "x86_64" and nr == U32 and not x32_in):
+                    continue
             return a
         return None
 

@@ -98,6 +98,15 @@ def split_masked_eq(ws: WordSet, mask: int, k: int) -> tuple[WordSet, WordSet]:
     """(v & mask == k, v & mask != k); the second as disjoint cubes, one per first differing bit."""
     if k & ~mask:
         return (), ws
+    if mask == U32:
+        # A point: its complement in a cube is the cube below it and the cube above it.
+        inside = tuple(c for c in ws if c.lo <= k <= c.hi and k & c.mask == c.bits)
+        if not inside:
+            return (), ws
+        out = [c for c in ws if c not in inside]
+        for c in inside:
+            out += [Cube(c.lo, k - 1, c.mask, c.bits), Cube(k + 1, c.hi, c.mask, c.bits)]
+        return (Cube(k, k, U32, k),), _nonempty(c for c in out if c.lo <= c.hi)
     taken: list[Cube] = []
     other: list[Cube] = []
     for c in ws:
