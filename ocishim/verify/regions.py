@@ -53,6 +53,8 @@ class Cube:
 
     def smallest(self) -> int | None:
         """The smallest member, or None when the cube is empty."""
+        if not self.mask:  # a plain interval, the common case
+            return self.lo if self.lo <= self.hi else None
         v = smallest_with_bits(self.lo, self.mask, self.bits)
         return v if v is not None and v <= self.hi else None
 
@@ -185,7 +187,6 @@ def witness(region: Region) -> tuple[int, ...]:
 class Leaf:
     region: Region
     answer: int
-    path: tuple[int, ...]  # the pcs executed, for --trace style messages
 
 
 # What A holds: ("const", k) or ("word", offset, mask) for `word & mask`.
@@ -223,23 +224,22 @@ def _jump_atom(pc: int, insn: Insn, acc: Acc) -> Atom | bool:
 def walk(program: Sequence[Insn], region: Region | None = None) -> Iterator[Leaf]:
     """Every (region, answer) the program gives, starting from region (default: everything)."""
     n = len(program)
-    stack: list[tuple[int, Region, Acc, tuple[int, ...]]] = [(0, region or full_region(), ("const", 0), ())]
+    stack: list[tuple[int, Region, Acc]] = [(0, region or full_region(), ("const", 0))]
     paths = 0
     while stack:
-        pc, reg, acc, path = stack.pop()
+        pc, reg, acc = stack.pop()
         while True:
             if not 0 <= pc < n:
                 raise Undecidable(f"instruction {pc}", f"cannot decide: control leaves the program at {pc}")
             insn = program[pc]
-            path = path + (pc,)
             cls, code = bpf_class(insn.code), insn.code
             if cls == RET:
                 if code != RET | K:
                     if code & 0x18 == 0x10 and acc[0] == "const":
-                        yield Leaf(reg, acc[1], path)
+                        yield Leaf(reg, acc[1])
                         break
                     raise _undecidable(pc, insn, "a return of a value that is not a constant")
-                yield Leaf(reg, insn.k, path)
+                yield Leaf(reg, insn.k)
                 break
             if cls == LD:
                 if bpf_mode(code) == ABS and bpf_size(code) == W:
@@ -275,7 +275,7 @@ def walk(program: Sequence[Insn], region: Region | None = None) -> Iterator[Leaf
             if paths > MAX_PATHS:
                 raise Undecidable(f"instruction {pc}", f"cannot decide: more than {MAX_PATHS} paths")
             if yes is not None and no is not None:
-                stack.append((f, no, acc, path))
+                stack.append((f, no, acc))
             if yes is not None:
                 reg, pc = yes, t
             elif no is not None:
