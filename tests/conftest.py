@@ -16,3 +16,20 @@ from hypothesis import settings as _settings  # noqa: E402
 
 _settings.register_profile("ocishim", derandomize=True, deadline=None, print_blob=True)
 _settings.load_profile("ocishim")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_in_this_process():
+    """In-process tests compile without a child per compile: a fork copies the page tables
+    of this large test process (15 ms or more each, thousands of compiles). The child and
+    its limits have their own tests (test_compile_no_hang.py turns it back on), and every
+    CLI, hook and wrapper run in a subprocess uses it as shipped."""
+    from ocishim import compile as compile_module
+
+    saved = compile_module.ISOLATE
+    compile_module.ISOLATE = False
+    yield
+    compile_module.ISOLATE = saved

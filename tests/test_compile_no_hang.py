@@ -43,6 +43,12 @@ DEFAULT_LIMIT = 10.0  # seconds: the production limit the brief asks for
 TEST_LIMIT = "1"  # OCISHIM_COMPILE_TIMEOUT for the tests that do not check the default
 SLACK = 3.0  # seconds a loaded machine may add to a limit (fork, kill, reap)
 
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    """This module tests the child: compile as shipped (tests/conftest.py turns it off)."""
+    monkeypatch.setattr(compile_mod, "ISOLATE", True)
+
+
 
 def _rule(action: str, index: int, **extra) -> dict:
     return {"names": ["pivot_root"], "action": action, **extra,

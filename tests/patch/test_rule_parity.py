@@ -57,19 +57,8 @@ from ocishim.bpf import emu
 from ocishim.errors import CompileError
 from ocishim.patch import patch_profile
 from ocishim.profile.model import ArgCond, Profile, Rule
-from ocishim import compile as compile_module
 
 
-
-@pytest.fixture(autouse=True)
-def _one_child_is_enough():
-    """Every set here is compared in a child of its own with a deadline (libseccomp can
-    loop): a second fork per compile inside it would only cost time
-    (tests/test_compile_no_hang.py tests that isolation)."""
-    saved = compile_module.ISOLATE
-    compile_module.ISOLATE = False
-    yield
-    compile_module.ISOLATE = saved
 
 SEED = "ocishim rule parity 1"
 ARCHES = ("x86_64", "x86", "x32", "arm", "aarch64", "s390x")  # 64/32-bit, x32, big-endian
