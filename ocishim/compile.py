@@ -126,7 +126,7 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
     if libseccomp.version() >= (2, 5, 0):
         flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, _OPTIMIZE_BINARY_TREE)
 
-    pending: list[PendingRule] = []
+    lacked: set[tuple[str, int]] = set()  # (arch, nr) whose rules ocishim must compile
     named: dict[str, set[int]] = {a.name: set() for a in arches}
     unknown: dict[str, None] = {}
     for rule in profile.syscalls:
@@ -149,11 +149,11 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
                     continue
                 nr = table_nrs.get(arch.name)
                 if nr is not None:
-                    pending.append(PendingRule(arch.name, name, nr, value, rule.args, rule.path, rule))
+                    lacked.add((arch.name, nr))
             if libseccomp.knows(host, name):
                 # libseccomp takes the host's number and translates it by name per arch.
                 _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
-    pending = _with_aliases(profile, arches, pending, default)
+    pending = _rules_on(profile, arches, lacked, default)
     program = _export(flt, "little" if native.little_endian else "big")
     bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH)
     _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
@@ -238,24 +238,23 @@ def _compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[I
     return program, libseccomp.resolve_name(arch, proxy)
 
 
-def _with_aliases(profile: Profile, arches: tuple[Arch, ...], pending: list[PendingRule],
-                  default: int) -> list[PendingRule]:
-    """Every rule on each (arch, nr) that has a block, in profile order, aliases included.
+def _rules_on(profile: Profile, arches: tuple[Arch, ...], targets: set[tuple[str, int]],
+              default: int) -> list[PendingRule]:
+    """Every rule on each (arch, nr) of targets, in profile order, aliases included.
 
     A number can have a name libseccomp lacks and another it knows (arm 341:
     sync_file_range2 and arm_sync_file_range). libseccomp merges rules on one number
     (an unconditional rule overrides conditional ones); the block must see them all.
     """
-    targets = {(p.arch, p.nr) for p in pending}
     if not targets:
-        return pending
+        return []
     by_name = {a.name: a for a in arches}
     out: list[PendingRule] = []
     for rule in profile.syscalls:
         value = action_value(rule.action, rule.errno_ret)
         if value == default:
             continue
-        for arch_name, nr in sorted(targets, key=lambda t: (t[0], t[1])):
+        for arch_name, nr in sorted(targets):
             arch = by_name[arch_name]
             lacked = [n for n in rule.names if syscalls.resolve(arch_name, n) == nr
                       and not _libseccomp_handles(arch, n)]

@@ -170,13 +170,14 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
     alone refuse the config, so does every annotation.
     """
     chosen, changed = for_container(settings, config)
+    by_setting = "the setting unknown-syscall=fail"
     base = rewrite(config, settings.mode, settings.emulate, source,
-                   settings.unknown_fail and "the setting unknown-syscall=fail")
+                   settings.unknown_fail and by_setting)
     if not changed or base.config is None:
         return base
     by_annotation = "annotations.ocishim.unknown-syscall" in changed
     result = rewrite(config, chosen.mode, chosen.emulate, source, chosen.unknown_fail and (
-        "annotations.ocishim.unknown-syscall=fail" if by_annotation else "the setting unknown-syscall=fail"))
+        "annotations.ocishim.unknown-syscall=fail" if by_annotation else by_setting))
     found = weakenings(result.patched, base.patched)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

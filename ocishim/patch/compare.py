@@ -1,15 +1,19 @@
-"""Is one patched program anywhere weaker than another built from the same profile?
+"""Is one patched program anywhere weaker than another?
 
 Rule 10 of semantics.md: annotations (the container's) may change the mode only where
 every answer is at least as strict as the administrator's settings alone give. Two
 programs patched from one compiled profile differ only in E(A): inside it the stub
 answers ERRNO(ENOSYS), outside it libseccomp's program (or a rule block) answers. So
-the comparison looks only where the two E(A) differ, with every answer the other
-program can give there, for any arguments (bpf/reach).
+the comparison weighs, where the two E(A) differ, ERRNO against every answer the other
+program can give there, for any arguments (bpf/reach). Where neither stub answers and
+the programs' answer sets differ (config.rewrite compares a profile with and without a
+rule), the candidate's weakest answer must be at least as strict as the baseline's
+strongest.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from ..actions import ENOSYS, RET_ERRNO, describe, strictness
@@ -88,11 +92,5 @@ def weakenings(candidate: Patched, baseline: Patched) -> list[Weakening]:
 
 
 def _at(spans: tuple[reach.Span, ...], nr: int) -> frozenset[int]:
-    lo, hi = 0, len(spans) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if spans[mid].lo <= nr:
-            lo = mid
-        else:
-            hi = mid - 1
-    return spans[lo].answers
+    """The answers of the span holding nr (spans partition the domain, sorted)."""
+    return spans[bisect.bisect_right(spans, nr, key=lambda s: s.lo) - 1].answers

@@ -154,6 +154,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
     sections: list[tuple[int, list[Item]]] = []
     beyond = {PASS: 0}
     block_code: list[Item] = []
+    needs_default = False  # some block answers the default itself (it holds an alias's rules)
     for audit, arches in groups.items():
         # Calls that go on to P skip P's own arch test and nr load when it has them.
         into_p = PASS
@@ -167,6 +168,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
         pending_class: dict[tuple[str, int], str] = {}
         # A block leaves an argument in A: load nr again before going into P past its nr load.
         reload = f"{into_p}.nr"
+        needs_reload = False
         for (arch_name, nr), rules in by_target.items():
             arch = BY_NAME[arch_name]
             if arch not in arches:
@@ -178,10 +180,12 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
                 # has them all and answers the default itself.
                 miss = DEFAULT_LEAF if any(r.alias for r in rules) else \
                     (reload if into_p != PASS else PASS)
+                needs_default |= miss == DEFAULT_LEAF
+                needs_reload |= miss == reload
                 block_code += rule_block(arch, [r.rule for r in rules], compiled.default_action,
                                          label, miss, rules[0].path)
             pending_class[(arch_name, nr)] = blocks[key]
-        if blocks and into_p != PASS:
+        if needs_reload:
             block_code += [Label(reload), ld_abs(0), Goto(into_p)]
         # One tree per arch; x86_64 and x32 split first on bit 30 so that the
         # common x86_64 calls do not pay for x32's many small ranges.
@@ -220,8 +224,7 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
     if any(enosys.values()):
         items += [Label(ENOSYS_LEAF), ret(RET_ERRNO | ENOSYS)]
     items += block_code
-    if any(isinstance(i, Goto) and i.target == DEFAULT_LEAF or isinstance(i, Cond) and DEFAULT_LEAF in (i.jt, i.jf)
-           for i in block_code):
+    if needs_default:
         items += [Label(DEFAULT_LEAF), ret(compiled.default_action)]
     stub = assemble(items, beyond)
     _check_size(len(stub), len(compiled.program))
