@@ -21,14 +21,19 @@ libseccomp's code nor from ocishim.patch:
 - when condition sets with different actions hold at once, the measured fact is that a
   single condition on a higher argument index wins over one on a lower index. Any other
   overlap is not settled: the meaning is Unsettled there, and the checker says so.
-- socket and IPC calls on arches with socketcall(2)/ipc(2): libseccomp also puts their
-  rules onto the multiplexer, which this version does not model. A multiplexer number
-  is Unsettled unless the profile has an unconditional rule on it.
+- socket and IPC calls on arches with socketcall(2)/ipc(2) (x86, s390, s390x, ppc64,
+  ppc64le from libseccomp 2.5.0; ppc, mips, mipsel from 2.5.2; m68k, sh from 2.6.0):
+  each condition set of a rule on such a name is also a rule on the multiplexer, with
+  its conditions on argument 0 replaced by `arg0 == call` (SYS_SOCKET = 1 ... SYS_SENDMMSG
+  = 20; SEMOP = 1 ... SHMCTL = 24), added in profile order with the multiplexer's own
+  rules. Measured with libseccomp 2.5.4's PFC export (`socket(a1 == 5)` is also
+  `socketcall(a0 == 1 && a1 == 5)`; `socket(a0 == 2)` is also `socketcall(a0 == 1)`)
+  and ../shared/data/libseccomp/multiplexed.csv.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from .. import syscalls
@@ -42,13 +47,25 @@ U64 = 2**64 - 1
 # libseccomp's bad-arch action when nobody sets one (runc and crun do not): SCMP_ACT_KILL.
 BAD_ARCH = RET_KILL_THREAD
 
-# Calls libseccomp routes through socketcall(2) and ipc(2) where those exist.
-MULTIPLEXED = frozenset(
-    "socket bind connect listen accept getsockname getpeername socketpair send recv "
-    "sendto recvfrom shutdown setsockopt getsockopt sendmsg recvmsg accept4 recvmmsg "
-    "sendmmsg semop semget semctl semtimedop msgsnd msgrcv msgget msgctl shmat shmdt "
-    "shmget shmctl".split())
+# The call numbers libseccomp checks in argument 0 of socketcall(2) and ipc(2)
+# (linux/net.h SYS_*, linux/ipc.h), the same on every arch that has them.
+SOCKETCALL = {name: i for i, name in enumerate(
+    "socket bind connect listen accept getsockname getpeername socketpair send recv sendto "
+    "recvfrom shutdown setsockopt getsockopt sendmsg recvmsg accept4 recvmmsg sendmmsg".split(), 1)}
+IPC = {"semop": 1, "semget": 2, "semctl": 3, "semtimedop": 4, "msgsnd": 11, "msgrcv": 12,
+       "msgget": 13, "msgctl": 14, "shmat": 21, "shmdt": 22, "shmget": 23, "shmctl": 24}
+MULTIPLEXED = frozenset(SOCKETCALL) | frozenset(IPC)
 MULTIPLEXERS = ("socketcall", "ipc")
+# The libseccomp release from which each arch routes all 32 names through its multiplexers.
+MULTIPLEXING_SINCE = {"x86": (2, 5, 0), "s390": (2, 5, 0), "s390x": (2, 5, 0), "ppc64": (2, 5, 0),
+                      "ppc64le": (2, 5, 0), "ppc": (2, 5, 2), "mips": (2, 5, 2), "mipsel": (2, 5, 2),
+                      "m68k": (2, 6, 0), "sh": (2, 6, 0), "sheb": (2, 6, 0)}
+
+
+def _host_version() -> tuple[int, int, int]:
+    from .. import libseccomp
+
+    return libseccomp.version()
 
 
 class Unsettled(Exception):
@@ -113,8 +130,10 @@ def holds(c: ArgCond, arg: int, bits: int) -> bool:
 class Meaning:
     """The answer of a profile for every (arch audit, nr, args), per semantics.md."""
 
-    def __init__(self, profile: Profile, arches: Sequence[Arch], bad_arch: int = BAD_ARCH) -> None:
+    def __init__(self, profile: Profile, arches: Sequence[Arch], bad_arch: int = BAD_ARCH,
+                 libseccomp: tuple[int, int, int] | None = None) -> None:
         self.profile = profile
+        self.libseccomp = libseccomp or _host_version()
         self.arches = order(arches)
         self.default = action_value(profile.default_action, profile.default_errno_ret)
         self.bad_arch = bad_arch
@@ -178,30 +197,30 @@ class Meaning:
 
     def _rules_of(self, arch: Arch) -> dict[int, OnNr]:
         by_nr: dict[int, list[Rule]] = {}
+        muxes = self._multiplexers(arch)
         for rule in self.profile.syscalls:
             if action_value(rule.action, rule.errno_ret) == self.default:
                 continue
             nrs = {syscalls.resolve(arch.name, n) for n in rule.names} - {None}
             for nr in nrs:
                 by_nr.setdefault(nr, []).append(rule)
-        out = {nr: self._combine(arch, rules) for nr, rules in by_nr.items()}
-        self._multiplexers(arch, out)
-        return out
+            for name in rule.names:
+                if name in muxes:
+                    mux_nr, call = muxes[name]
+                    by_nr.setdefault(mux_nr, []).extend(_routed(rule, name, call))
+        return {nr: self._combine(arch, rules) for nr, rules in by_nr.items()}
 
-    def _multiplexers(self, arch: Arch, out: dict[int, OnNr]) -> None:
-        routed = [r for r in self.profile.syscalls if set(r.names) & MULTIPLEXED
-                  and action_value(r.action, r.errno_ret) != self.default]
-        if not routed:
-            return
-        for mux in MULTIPLEXERS:
+    def _multiplexers(self, arch: Arch) -> dict[str, tuple[int, int]]:
+        """name -> (multiplexer nr, call) for the names libseccomp routes through one on arch."""
+        since = MULTIPLEXING_SINCE.get(arch.name)
+        if since is None or self.libseccomp < since:
+            return {}
+        out = {}
+        for mux, calls in (("socketcall", SOCKETCALL), ("ipc", IPC)):
             nr = syscalls.resolve(arch.name, mux)
-            if nr is None:
-                continue
-            on = out.get(nr)
-            if on is not None and on.always is not None:
-                continue  # an unconditional rule on the multiplexer overrides what is routed there
-            out[nr] = OnNr(None, (), f"{arch.name} {mux}({nr}) also carries the rules of "
-                                     f"{routed[0].path} (multiplexed calls are not modelled yet)")
+            if nr is not None:
+                out.update({name: (nr, call) for name, call in calls.items()})
+        return out
 
     def _combine(self, arch: Arch, rules: list[Rule]) -> OnNr:
         for rule in rules:
@@ -225,3 +244,12 @@ class Meaning:
                 if keep:
                     sets.append(CondSet(tuple(group), action, rule.path))
         return OnNr(None, tuple(sets))
+
+
+def _routed(rule: Rule, name: str, call: int) -> list[Rule]:
+    """The rules libseccomp adds on the multiplexer for `name` in rule: one per condition
+    set, with the conditions on argument 0 replaced by `arg0 == call`."""
+    sets = _condition_sets(rule.args) or ((),)
+    return [replace(rule, names=(name,), path=f"{rule.path} ({name} through its multiplexer)",
+                    args=(ArgCond(0, call, 0, "SCMP_CMP_EQ"),) + tuple(c for c in group if c.index != 0))
+            for group in sets]
