@@ -17,7 +17,8 @@ DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd docke
         golang-github-containerd-console-dev golang-github-urfave-cli-dev \
         golang-github-cyphar-filepath-securejoin-dev golang-github-opencontainers-specs-dev \
         golang-github-seccomp-libseccomp-golang-dev golang-github-sirupsen-logrus-dev \
-        golang-golang-x-sys-dev
+        golang-golang-x-sys-dev \
+        python3-seccomp python3-pyelftools python3-psutil
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -24,9 +24,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import pyseccomp
-
 from . import libseccomp, syscalls
+from .libseccomp import binding as pyseccomp
 from .actions import OPERATORS, action_value, flags_value
 from .arch import BY_OCI, Arch, nr_domain, order
 from .bpf import reach
@@ -117,7 +116,7 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
     if profile.default_action == "SCMP_ACT_ERRNO" and profile.default_errno_ret == _LIBSECCOMP_MAX_ERRNO + 1:
         raise CompileError(profile.field_path("defaultErrnoRet"), _ERRNO_4095)
     try:
-        flt = pyseccomp.SyscallFilter(default)
+        flt = pyseccomp.SyscallFilter(libseccomp.c_int(default))
     except OSError as exc:
         raise CompileError(profile.field_path("defaultAction"),
                            f"libseccomp refuses {profile.default_action} as default action "
@@ -155,7 +154,7 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
                 _add_rule(flt, value, libseccomp.resolve_name(host, name), rule, where)
     pending = _rules_on(profile, arches, lacked, default)
     program = _export(flt, "little" if native.little_endian else "big")
-    bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH)
+    bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH) & 0xFFFFFFFF
     _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
                                                     for r in profile.syscalls})
     for arch in arches:
@@ -221,11 +220,11 @@ def _compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[I
     if proxy is None:
         raise CompileError(where, f"libseccomp {'.'.join(map(str, libseccomp.version()))} "
                                   f"knows no plain syscall on {arch.oci} to compile these rules on")
-    flt = pyseccomp.SyscallFilter(default)
+    flt = pyseccomp.SyscallFilter(libseccomp.c_int(default))
     if arch != host:
-        flt.remove_arch(host.token)
+        flt.remove_arch(libseccomp.c_int(host.token))
         try:
-            flt.add_arch(arch.token)
+            flt.add_arch(libseccomp.c_int(arch.token))
         except OSError as exc:
             raise CompileError(where, f"libseccomp cannot build a filter for {arch.oci} "
                                       f"({libseccomp.oserror_text(exc)})") from None
@@ -233,7 +232,7 @@ def _compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[I
     for rule in rules:
         _add_rule(flt, action_value(rule.action, rule.errno_ret), nr, rule, rule.path or where)
     program = _export(flt, "little" if arch.little_endian else "big")
-    _check_returns(program, {default, flt.get_attr(pyseccomp.Attr.ACT_BADARCH)}
+    _check_returns(program, {default, flt.get_attr(pyseccomp.Attr.ACT_BADARCH) & 0xFFFFFFFF}
                    | {action_value(r.action, r.errno_ret) for r in rules})
     return program, libseccomp.resolve_name(arch, proxy)
 
@@ -289,7 +288,7 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
     wanted = filter_arches(profile, native)
     if host not in wanted:
         # Before adding: libseccomp refuses arches whose byte order differs from those present.
-        flt.remove_arch(host.token)
+        flt.remove_arch(libseccomp.c_int(host.token))
     present: list[Arch] = [host] if host in wanted else []
     # The native arch first, so that a listed arch that cannot join it is the one named.
     for arch in [native] + [a for a in wanted if a != native]:
@@ -301,7 +300,7 @@ def _add_arches(flt: pyseccomp.SyscallFilter, profile: Profile, native: Arch, ho
         if arch == host:
             continue
         try:
-            flt.add_arch(arch.token)
+            flt.add_arch(libseccomp.c_int(arch.token))
         except OSError as exc:
             others = ", ".join(a.oci for a in present) or "an empty filter"
             raise CompileError(where, f"libseccomp cannot add {arch.oci} to a filter for "
@@ -316,7 +315,7 @@ def _add_rule(flt: pyseccomp.SyscallFilter, value: int, nr: int, rule: Rule, whe
     for conds in rule_conditions(rule.args):
         args = [pyseccomp.Arg(c.index, OPERATORS[c.op], c.value, c.value_two) for c in conds]
         try:
-            flt.add_rule(value, nr, *args)
+            flt.add_rule(libseccomp.c_int(value), nr, *args)
         except OSError as exc:
             raise CompileError(where, f"libseccomp refuses this rule ({libseccomp.oserror_text(exc)})") from None
 

@@ -1,4 +1,9 @@
-"""What the host libseccomp knows, through pyseccomp: version, arches, syscall names."""
+"""What the host libseccomp knows, through its Python binding: version, arches, syscall names.
+
+Two bindings share one API: PyPI's pyseccomp (ctypes, what the venv installs) and
+libseccomp's own Cython module `seccomp` (Debian's python3-seccomp, what the Debian
+package depends on). `binding` is whichever is importable, pyseccomp first.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,32 @@ import ctypes
 import errno
 import functools
 
-import pyseccomp
+try:
+    import pyseccomp as binding
+except ImportError:
+    import seccomp as binding  # type: ignore[no-redef]
 
 from .arch import ARCHES, Arch
 
-_lib = pyseccomp._libseccomp  # pyseccomp leaves these two without prototypes
+# pyseccomp's ctypes handle, or the same library by soname: the Cython module is linked
+# against libseccomp.so.2, so dlopen returns the copy already loaded.
+_LIB_PATH: str = getattr(binding, "_libseccomp_path", "libseccomp.so.2")
+_lib = getattr(binding, "_libseccomp", None) or ctypes.CDLL(_LIB_PATH)
 
 
 class _Version(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
 
+# Neither binding declares these two.
 _lib.seccomp_syscall_resolve_name_arch.argtypes = (ctypes.c_uint32, ctypes.c_char_p)
 _lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
 _lib.seccomp_version.argtypes = ()
 _lib.seccomp_version.restype = ctypes.POINTER(_Version)
 
 NR_SCMP_ERROR = -1
+# Debian's module declares actions and arch tokens as C int, pyseccomp as unsigned.
+_SIGNED = binding.Arch.X86_64 < 0
 # The oldest libseccomp ocishim builds filters with: 2.5.0 brought the binary-tree
 # optimisation, user notification and the socket/IPC handling the patcher relies on.
 MINIMUM = (2, 5, 0)
@@ -41,8 +55,13 @@ def require() -> None:
     found = version()
     if found < MINIMUM:
         raise SystemFailure("libseccomp", f"found version {'.'.join(map(str, found))} "
-                                          f"({pyseccomp._libseccomp_path}); ocishim needs "
+                                          f"({_LIB_PATH}); ocishim needs "
                                           f"{'.'.join(map(str, MINIMUM))} or newer")
+
+
+def c_int(value: int) -> int:
+    """A 32-bit action or arch token (unsigned, as ocishim keeps them) as the binding takes it."""
+    return value - (1 << 32) if _SIGNED and value >= 1 << 31 else value
 
 
 def resolve_name(arch: Arch, name: str) -> int:
@@ -70,7 +89,7 @@ def supported_arches() -> tuple[Arch, ...]:
 def native() -> Arch:
     from .arch import BY_TOKEN
 
-    return BY_TOKEN[pyseccomp.system_arch()]
+    return BY_TOKEN[binding.system_arch()]
 
 
 def oserror_text(exc: OSError) -> str:
