@@ -293,6 +293,20 @@ def cmd_run(args) -> int:
                unknown_fail=args.unknown_syscall == "fail")
 
 
+def cmd_convert(args) -> int:
+    """Write a Docker-format profile as the OCI linux.seccomp object Docker would build."""
+    from .convert import convert_file, dumps
+
+    caps = None
+    if args.caps is not None:
+        caps = frozenset(c.strip() for c in args.caps.split(",") if c.strip())
+    kernel = _parse_kernel(args.kernel, "--kernel") if args.kernel else None
+    arch = _arch(args.arch, "--arch") if args.arch else None
+    seccomp = convert_file(args.profile, caps, kernel, arch)
+    _write_output(dumps(seccomp).encode(), args.output, binary=False)
+    return 0
+
+
 def cmd_hook(args) -> int:
     """Run an OCI hook: precreate reads config.json on stdin and prints it patched."""
     from .integrations.hook import main_precreate
@@ -479,6 +493,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "examples:\n"
         "  ocishim run ./bundle\n"
         "  ocishim run ./bundle --runtime runc --runtime-arg=--root=/run/test"),
+    "convert": (
+        "write a Docker-format profile as the OCI linux.seccomp object, for ctr, runc and crun",
+        "Convert PROFILE the way Docker (and containers/common for Podman, CRI-O) do when\n"
+        "they build config.json: keep the rules whose includes/excludes hold for the\n"
+        "capabilities, kernel and architecture given, expand archMap for that architecture,\n"
+        "turn errno names into numbers. The result is what the plain runtimes read.",
+        "examples:\n"
+        "  ocishim convert docker-default.json -o seccomp.json\n"
+        "  ctr run --seccomp-profile seccomp.json IMAGE ID CMD\n"
+        "  ocishim convert docker-default.json --caps CAP_CHOWN,CAP_SYS_ADMIN --arch arm64 --kernel 5.10"),
     "hook": (
         "OCI hook for podman and buildah: patch config.json on stdin (precreate)",
         "precreate: read config.json on stdin, print it patched on stdout. podman runs it\n"
@@ -588,6 +612,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trace", action="store_true", help="also print each instruction executed")
     endian_arg(sp)
     sp.set_defaults(func=cmd_emu)
+
+    sp = _add_command(sub, "convert")
+    sp.add_argument("profile", metavar="PROFILE", help="Docker-format profile (archMap, includes/excludes)")
+    sp.add_argument("--caps", metavar="CAP,...",
+                    help="the container's capabilities (default: Docker's default set)")
+    sp.add_argument("--kernel", metavar="X.Y",
+                    help="kernel version for minKernel conditions (default: the running kernel)")
+    sp.add_argument("--arch", metavar="ARCH",
+                    help="the engine's architecture (default: this host's): amd64, arm64, s390x...")
+    sp.add_argument("-o", "--output", metavar="FILE",
+                    help="write to FILE (replaced atomically) instead of stdout")
+    sp.set_defaults(func=cmd_convert)
 
     sp = _add_command(sub, "hook")
     sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
