@@ -26,11 +26,11 @@ from .. import syscalls
 from ..actions import ENOSYS, RET_ERRNO, describe
 from ..arch import BY_AUDIT, X32_SYSCALL_BIT, Arch
 from ..bpf import emu
-from ..bpf.insn import OFF_ARCH, OFF_NR, Insn
+from ..bpf.insn import ABS, LD, OFF_ARCH, OFF_NR, W, Insn
 from ..profile.model import ArgCond
 from . import regions
 from .meaning import Meaning, Unsettled
-from .regions import Atom, Region, split
+from .regions import Atom, Region, restrict, split
 
 U32 = 0xFFFFFFFF
 ENOSYS_RET = RET_ERRNO | ENOSYS
@@ -114,6 +114,15 @@ class Report:
 
 def by_arch(meaning: Meaning, region: Region) -> Iterator[tuple[Region, Arch | None]]:
     """The parts of region for each arch of the filter, and the rest (None: bad arch)."""
+    arch_word = region[OFF_ARCH // 4]
+    if len(arch_word) == 1 and arch_word[0].lo == arch_word[0].hi:
+        # one arch value, the common case: no cutting, unless nr spans x32's split
+        audit = arch_word[0].lo
+        nrs = region[OFF_NR // 4]
+        lo, hi = min(c.lo for c in nrs), max(c.hi for c in nrs)
+        if len(BY_AUDIT.get(audit, ())) == 1 or hi < X32_SYSCALL_BIT or X32_SYSCALL_BIT <= lo and hi < U32:
+            yield region, meaning.arch_of(audit, lo)
+            return
     rest: Region | None = region
     for audit in sorted({a.audit for a in meaning.arches}):
         if rest is None:
@@ -214,17 +223,24 @@ def cut(region: Region, atoms: Sequence[Atom]) -> list[Region]:
     return pieces
 
 
-def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[Region]:
-    """Region (inside arch) cut so that the meaning is constant on each piece."""
+def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[tuple[Region, int | None]]:
+    """Region (inside arch) cut so that the meaning is constant on each piece, with that
+    answer when it does not depend on the arguments (None: ask the meaning at a witness)."""
     found, rest = by_numbers(region, meaning.ruled(arch))
     if rest is not None:
-        yield rest
+        yield rest, meaning.default
     for part, nr in found:
         on = meaning.on(arch, nr)
-        atoms = [] if on.always is not None or on.unsettled else \
-            sorted({a for s in on.sets for c in s.conds for a in condition_atoms(arch, c)},
-                   key=lambda a: (a.word, a.op, a.k, a.mask))
-        yield from cut(part, atoms)
+        if on.always is not None:
+            yield part, on.always
+            continue
+        if on.unsettled:
+            yield part, None
+            continue
+        atoms = sorted({a for s in on.sets for c in s.conds for a in condition_atoms(arch, c)},
+                       key=lambda a: (a.word, a.op, a.k, a.mask))
+        for piece in cut(part, atoms):
+            yield piece, None
 
 
 # --------------------------------------------------------------------------------------
@@ -281,7 +297,10 @@ class Checker:
             yield from self.meaning_answers(arch, part)
 
     def meaning_answers(self, arch: Arch, region: Region) -> Iterator[tuple[Region, int | str]]:
-        for piece in meaning_pieces(self.meaning, arch, region):
+        for piece, answer in meaning_pieces(self.meaning, arch, region):
+            if answer is not None:
+                yield piece, answer
+                continue
             w, _ = witness_of(piece, arch, self.layout)
             try:
                 yield piece, self.meaning.answer(w.audit, w.nr, w.args)
@@ -324,6 +343,7 @@ class Rule1Checker(Checker):
         super().__init__("patched vs rule 1", program, meaning, enosys)
         self.unpatched = tuple(unpatched)
         self.own = {k: tuple(sorted(set(v))) for k, v in own.items()}
+        self.reached: dict[tuple[int, int], bool] = {}
 
     def expected(self, arch: Arch | None, region: Region) -> Iterator[tuple[Region, int | str]]:
         if arch is None:
@@ -342,6 +362,79 @@ class Rule1Checker(Checker):
     def _unpatched(self, region: Region) -> Iterator[tuple[Region, int]]:
         for leaf in regions.walk(self.unpatched, region):
             yield leaf.region, leaf.answer
+
+    def run(self) -> Report:
+        """Walk the stub alone when the program is stub + the unpatched program, unchanged.
+
+        A path that leaves the stub for the unpatched program P at pc e is then decided
+        without walking P again where rule 1 wants P's own answers: at e = 0, P runs from
+        its start on the same data; at e > 0 with nr in A, P is proven to reach e, for this
+        arch, on every path from its start, touching nothing but the arch (prefix_reaches).
+        Everything else (the part of the exit inside E(A) or ocishim's own numbers, or an
+        exit that is not proven) walks P from e and is compared piece by piece.
+        """
+        stub = len(self.program) - len(self.unpatched)
+        if stub <= 0 or self.program[stub:] != self.unpatched or not _loads_first(self.unpatched):
+            return super().run()
+        leaves = 0
+        for leaf in regions.walk(self.program, stop=stub):
+            leaves += 1
+            for part, arch in by_arch(self.meaning, leaf.region):
+                if isinstance(leaf, regions.Leaf):
+                    for piece, want in self.expected(arch, part):
+                        self.pieces += 1
+                        self._compare(leaf.answer, piece, arch, want)
+                    continue
+                for piece, want, same in self._after_exit(arch, part, leaf):
+                    self.pieces += 1
+                    if same:
+                        continue
+                    for sub in regions.walk(self.unpatched, piece, start=leaf.pc, acc=leaf.acc):
+                        for p2, w2 in (((sub.region, want),) if want is not None
+                                       else self._unpatched(sub.region)):
+                            self._compare(sub.answer, p2, arch, w2)
+        return Report(self.check, tuple(self.differences.values()), tuple(self.undecided.values()),
+                      leaves, self.pieces)
+
+    def _reaches(self, audit: int, pc: int) -> bool:
+        key = (audit, pc)
+        if key not in self.reached:
+            self.reached[key] = _prefix_reaches(self.unpatched, audit, pc)
+        return self.reached[key]
+
+    def _after_exit(self, arch: Arch | None, region: Region,
+                    exit: regions.Exit) -> Iterator[tuple[Region, int | str | None, bool]]:
+        """(piece, expected answer or None for P's own, proven equal without walking)."""
+        proven = exit.pc == 0 or (arch is not None and exit.acc == regions.NR_IN_A
+                                  and self._reaches(arch.audit, exit.pc))
+        if arch is None:
+            yield region, None, exit.pc == 0
+            return
+        inside, outside = by_ranges(region, self.enosys.get(arch.name, ()))
+        for part in inside:
+            yield part, ENOSYS_RET, False
+        for part in outside:
+            found, rest = by_numbers(part, self.own.get(arch.name, ()))
+            for one, _ in found:
+                for piece, want in self.meaning_answers(arch, one):
+                    yield piece, want, False
+            if rest is not None:
+                yield rest, None, proven
+
+
+def _loads_first(program: Sequence[Insn]) -> bool:
+    """P starts by loading a word: what A held before does not matter."""
+    return bool(program) and program[0].code == LD | W | ABS
+
+
+def _prefix_reaches(program: tuple[Insn, ...], audit: int, pc: int) -> bool:
+    """From its start, for seccomp_data.arch == audit, every path of program reaches pc with
+    nr in A, having tested nothing but the arch: then running it from pc with nr in A gives
+    the same answer as running it from the start, for every call of that arch."""
+    start = restrict(regions.full_region(), OFF_ARCH, ((regions.Cube(audit, audit),)))
+    ends = list(regions.walk(program, start, stop_at=frozenset({pc})))
+    return bool(ends) and all(isinstance(e, regions.Exit) and e.pc == pc and e.acc == regions.NR_IN_A
+                              and e.region == start for e in ends)
 
 
 def check_program(program: Sequence[Insn], meaning: Meaning, check: str = "program vs profile",

@@ -100,6 +100,8 @@ def split_masked_eq(ws: WordSet, mask: int, k: int) -> tuple[WordSet, WordSet]:
     """(v & mask == k, v & mask != k); the second as disjoint cubes, one per first differing bit."""
     if k & ~mask:
         return (), ws
+    if mask == U32 and len(ws) == 1 and ws[0].lo == ws[0].hi:
+        return (ws, ()) if ws[0].lo == k else ((), ws)  # a point: the common case after a jeq
     if mask == U32:
         # A point: its complement in a cube is the cube below it and the cube above it.
         inside = tuple(c for c in ws if c.lo <= k <= c.hi and k & c.mask == c.bits)
@@ -189,6 +191,15 @@ class Leaf:
     answer: int
 
 
+@dataclass(frozen=True)
+class Exit:
+    """A path that reaches pc (a stop of the walk) with A holding acc."""
+
+    region: Region
+    pc: int
+    acc: "Acc"
+
+
 # What A holds: ("const", k) or ("word", offset, mask) for `word & mask`.
 Acc = tuple
 
@@ -221,14 +232,27 @@ def _jump_atom(pc: int, insn: Insn, acc: Acc) -> Atom | bool:
     return Atom(word, "gt", k - 1)
 
 
-def walk(program: Sequence[Insn], region: Region | None = None) -> Iterator[Leaf]:
-    """Every (region, answer) the program gives, starting from region (default: everything)."""
+NR_IN_A: Acc = ("word", 0, U32)
+
+
+def walk(program: Sequence[Insn], region: Region | None = None, start: int = 0,
+         acc: Acc = ("const", 0), stop: int | None = None,
+         stop_at: frozenset[int] = frozenset()) -> Iterator[Leaf | Exit]:
+    """Every (region, answer) the program gives, starting at pc start from region (default:
+    everything) with A = acc. A path reaching pc >= stop, or a pc in stop_at, ends as an
+    Exit there instead (the pc is relative to stop when stop is given)."""
     n = len(program)
-    stack: list[tuple[int, Region, Acc]] = [(0, region or full_region(), ("const", 0))]
+    stack: list[tuple[int, Region, Acc]] = [(start, region or full_region(), acc)]
     paths = 0
     while stack:
         pc, reg, acc = stack.pop()
         while True:
+            if stop is not None and pc >= stop:
+                yield Exit(reg, pc - stop, acc)
+                break
+            if pc in stop_at:
+                yield Exit(reg, pc, acc)
+                break
             if not 0 <= pc < n:
                 raise Undecidable(f"instruction {pc}", f"cannot decide: control leaves the program at {pc}")
             insn = program[pc]
