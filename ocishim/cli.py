@@ -358,6 +358,13 @@ def cmd_verify(args) -> int:
     return 0 if result.agrees else 3
 
 
+def cmd_inspect(args) -> int:
+    """Print the filters of a running process or container (ocishim/inspect.py)."""
+    from .inspect import cmd_inspect as run
+
+    return run(args)
+
+
 def cmd_log(args) -> int:
     """The recent decisions of the hook and the wrapper, read back from where they were logged."""
     from .integrations.log import entry_dict, read_recent
@@ -510,6 +517,18 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "it with `ocishim install podman-hook`.",
         "example:\n"
         "  ocishim hook precreate < config.json > patched.json"),
+    "inspect": (
+        "show the seccomp filters a running process or container has",
+        "Read every seccomp filter of a process back from the kernel (ptrace: the process is\n"
+        "seized, read and released; it does not notice), say whether each starts with\n"
+        "ocishim's stub, runc's or none, and which syscalls the stub answers ENOSYS. With the\n"
+        "container's config.json (found through the runtimes' state directories), say in\n"
+        "which mode ocishim produces exactly that filter. Needs root, and no tracer already\n"
+        "attached to the process.",
+        "examples:\n"
+        "  ocishim inspect 4242\n"
+        "  ocishim inspect mycontainer --json\n"
+        "  ocishim inspect 3f2a9c --root /run/docker/runtime-runc/moby"),
     "install": (
         "install an integration file (the podman precreate hook)",
         "Write the hooks.d file that makes podman run `ocishim hook precreate` for every\n"
@@ -628,6 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _add_command(sub, "hook")
     sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
     sp.set_defaults(func=cmd_hook)
+
+    sp = _add_command(sub, "inspect")
+    sp.add_argument("target", metavar="PID|CONTAINER-ID",
+                    help="a process id, or a container id (or a unique prefix of one)")
+    sp.add_argument("--root", action="append", default=[], metavar="DIR",
+                    help="also look for containers in this runtime state directory (repeatable)")
+    sp.add_argument("--json", action="store_true",
+                    help='print {"pid", "filters": [{"index", "length", "stub", "enosys", "matches"}]}')
+    sp.set_defaults(func=cmd_inspect)
 
     sp = _add_command(sub, "install")
     sp.add_argument("what", choices=("podman-hook",), help="what to install; only podman-hook")
