@@ -242,14 +242,23 @@ def cmd_patch(args) -> int:
 
     if args.format == "config":
         return _patch_config(args)
-    _, patched = _patched(args)
+    profile, patched = _patched(args)
+    program = _audited(args, profile, patched, "crun").program if args.audit else patched.program
     if args.format == "bpf":
-        _write_output(encode(patched.program), args.output, binary=True)
+        _write_output(encode(program), args.output, binary=True)
     elif args.format == "base64":
-        _write_output(base64.b64encode(encode(patched.program)) + b"\n", args.output, binary=False)
+        _write_output(base64.b64encode(encode(program)) + b"\n", args.output, binary=False)
     else:
-        _write_output(disassemble(patched.program).encode(), args.output, binary=False)
+        _write_output(disassemble(program).encode(), args.output, binary=False)
     return 0
+
+
+def _audited(args, profile, patched, loader: str):
+    """--audit: the patched program with its refusals notified (ocishim/audit.py)."""
+    from .audit import PLAIN, audit_program, refuse_own_listener
+
+    refuse_own_listener(profile)
+    return audit_program(patched, [c.syscall for c in PLAIN[loader]])
 
 
 def _patch_config(args) -> int:
@@ -263,6 +272,10 @@ def _patch_config(args) -> int:
     result = rewrite(loaded.config, mode, emulate, loaded.source, args.unknown_syscall == "fail")
     if result.config is None:
         print("ocishim: the config has no linux.seccomp: no filter, written unchanged", file=sys.stderr)
+    elif args.audit:
+        from .audit import audit_config
+
+        audit_config(result.config, result.patched, result.enosys_names, args.audit_socket)
     _write_output(dumps(result.config or loaded.config).encode(), args.output, binary=False)
     return 0
 
@@ -273,13 +286,19 @@ def cmd_exec(args) -> int:
     if not args.command:
         raise UsageError("CMD", "nothing to run: ocishim exec PROFILE -- CMD [ARG...]")
     profile, patched = _patched(args)
+    program = patched.program
     listener = Listener(profile.listener_path, profile.listener_metadata or "",
                         profile.field_path("listenerPath")) if profile.listener_path else None
+    if args.audit:
+        from .audit import metadata
+
+        program = _audited(args, profile, patched, "exec").program
+        listener = Listener(args.audit_socket, metadata(program), "--audit-socket")
     flags = patched.compiled.flags
     if listener is not None:
         from .actions import FILTER_FLAGS
         flags |= FILTER_FLAGS["SECCOMP_FILTER_FLAG_NEW_LISTENER"]
-    exec_filtered(patched.program, flags, args.command, rootfs=args.rootfs, listener=listener,
+    exec_filtered(program, flags, args.command, rootfs=args.rootfs, listener=listener,
                   profile=profile)
     return 1  # not reached: exec_filtered raises before loading, or execs, or exits
 
@@ -291,6 +310,15 @@ def cmd_run(args) -> int:
     mode, emulate = _mode(args)
     return run(args.bundle, args.runtime, args.id, mode, emulate, args.runtime_arg,
                unknown_fail=args.unknown_syscall == "fail")
+
+
+def cmd_agent(args) -> int:
+    """Serve listener fds and log every notified call, or summarize such a log."""
+    from .agent.main import serve, summarize
+
+    if args.summary:
+        return summarize(args.summary, sys.stdout)
+    return serve(args.socket, args.log, args.json)
 
 
 def cmd_convert(args) -> int:
@@ -529,6 +557,17 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "  ocishim inspect 4242\n"
         "  ocishim inspect mycontainer --json\n"
         "  ocishim inspect 3f2a9c --root /run/docker/runtime-runc/moby"),
+    "agent": (
+        "the audit agent: answer and log the calls an --audit filter refuses",
+        "Take listener fds on --socket (the OCI listenerPath protocol: the container state\n"
+        "as JSON, the fd by SCM_RIGHTS), answer every notified call with the errno the\n"
+        "filter without audit gives, and log each kind of call once, then counts. It never\n"
+        "lets a call through. --summary LOG prints, per container, the refused syscalls,\n"
+        "how often, and which ones ENOSYS would fix.",
+        "examples:\n"
+        "  ocishim agent --socket /run/ocishim/agent/agent.sock --log /var/log/ocishim/audit.log --json\n"
+        "  ocishim run --audit ./bundle\n"
+        "  ocishim agent --summary /var/log/ocishim/audit.log"),
     "install": (
         "install an integration file (the podman precreate hook)",
         "Write the hooks.d file that makes podman run `ocishim hook precreate` for every\n"
@@ -561,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--kernel", metavar="X.Y",
                         help="kernel version for a Docker profile's minKernel (default: the running kernel)")
 
+    def audit_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--audit", action="store_true",
+                        help="audit mode: refusals by the default action and the ENOSYS stub go to "
+                             "`ocishim agent`, which answers with the same errno and logs them")
+        sp.add_argument("--audit-socket", metavar="PATH", default="/run/ocishim/agent/agent.sock",
+                        help="the agent's socket, the filter's listenerPath "
+                             "(default: /run/ocishim/agent/agent.sock)")
+
     def endian_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--endian", choices=("host", "little", "big"), default="host",
                         help="byte order of FILE (default: host, what seccomp(2) takes)")
@@ -591,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _add_command(sub, "patch")
     profile_args(sp)
     mode_args(sp)
+    audit_args(sp)
     sp.add_argument("--format", choices=("bpf", "base64", "disasm", "config"), default="bpf",
                     help="bpf: raw filter (default); base64: for crun's annotation; disasm: "
                          "a listing; config: the whole config.json rewritten for any runtime")
@@ -601,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _add_command(sub, "exec")
     profile_args(sp)
     mode_args(sp)
+    audit_args(sp)
     sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR before running CMD")
     sp.add_argument("command", metavar="CMD", nargs="*",
                     help="after --: the command and its arguments")
@@ -704,6 +753,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true",
                     help="print a JSON list of {check, agrees, differences, undecided} instead")
     sp.set_defaults(func=cmd_verify)
+
+    sp = _add_command(sub, "agent")
+    sp.add_argument("--socket", metavar="PATH",
+                    help="the socket runtimes send listener fds to (listenerPath); created 0600 "
+                         "in a root-only directory")
+    sp.add_argument("--log", metavar="FILE", default="-",
+                    help="where events go: a file (appended) or - for stdout (default)")
+    sp.add_argument("--json", action="store_true", help="one JSON object a line (what --summary reads)")
+    sp.add_argument("--summary", metavar="LOG",
+                    help="print, per container, the refused syscalls of a JSON log and exit")
+    sp.set_defaults(func=cmd_agent)
 
     sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
                         formatter_class=_FORMATTER)
