@@ -357,6 +357,7 @@ def test_installed_hook_is_the_example(hooks, ocishim_exe, workdir):
 
     # --config adds only the hook's environment (podman runs hooks with an empty one).
     settings = workdir / "settings-for-install.json"
+    settings.write_text("{}")  # install refuses a settings file that is not there
     proc = subprocess.run([str(ocishim_exe), "install", "podman-hook", "--dir", str(workdir / "h2"),
                            "--ocishim", str(ocishim_exe), "--config", str(settings)],
                           capture_output=True, text=True, timeout=60)

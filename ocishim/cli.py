@@ -345,21 +345,22 @@ def cmd_hook(args) -> int:
 
 
 def cmd_install(args) -> int:
-    """Install the podman precreate hook file."""
-    from .integrations.hook import install
+    """Wire ocishim into one engine's config (or show the diff with --dry-run)."""
+    from .install import apply, plan
 
-    path = install(args.dir, args.ocishim or _own_path(), args.config)
-    print(path)
+    change = plan(args.what, args.file or args.dir, args.ocishim, args.wrapper, args.config, args.name)
+    if args.dry_run:
+        sys.stdout.write(change.diff())
+        return 0
+    backup = apply(change)
+    print(change.path)
+    if backup:
+        print(f"ocishim: the previous file is in {backup}", file=sys.stderr)
+    if change.old == change.new:
+        print("ocishim: already installed, nothing changed", file=sys.stderr)
+    elif args.what in ("containerd", "docker", "crio"):
+        print(f"ocishim: restart {args.what} to load it", file=sys.stderr)
     return 0
-
-
-def _own_path() -> str:
-    import shutil
-
-    found = shutil.which("ocishim")
-    if found is None:
-        raise UsageError("--ocishim", "ocishim is not in PATH: give its absolute path")
-    return os.path.abspath(found)
 
 
 def cmd_verify(args) -> int:
@@ -569,12 +570,20 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "  ocishim run --audit ./bundle\n"
         "  ocishim agent --summary /var/log/ocishim/audit.log"),
     "install": (
-        "install an integration file (the podman precreate hook)",
-        "Write the hooks.d file that makes podman run `ocishim hook precreate` for every\n"
-        "container. CRI-O reads the default hooks directory too but does not know\n"
-        "precreate: give podman a directory of its own (--hooks-dir or hooks_dir).",
-        "example:\n"
-        "  ocishim install podman-hook --dir /etc/ocishim/hooks.d"),
+        "wire ocishim into podman, containerd, Docker or CRI-O",
+        "Write what each engine needs to run containers through ocishim, with the absolute\n"
+        "paths of this ocishim and its ocishim-runtime:\n"
+        "  podman-hook  the hooks.d file for `ocishim hook precreate` (give podman a hooks\n"
+        "               directory of its own: CRI-O reads the default one, without precreate)\n"
+        "  containerd   runtime NAME (runc v2 shim, BinaryName ocishim-runtime) in config.toml\n"
+        "  docker       runtime NAME in daemon.json, with --config as runtimeArgs\n"
+        "  crio         the drop-in crio.conf.d/10-ocishim.conf with runtime NAME\n"
+        "Only that file is touched: the old one is kept as FILE.ocishim.bak and the new one\n"
+        "replaces it atomically. Restart the engine afterwards.",
+        "examples:\n"
+        "  ocishim install podman-hook --dir /etc/ocishim/hooks.d\n"
+        "  ocishim install containerd --dry-run\n"
+        "  ocishim install docker --config /etc/ocishim/docker.json"),
 }
 
 
@@ -707,12 +716,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_inspect)
 
     sp = _add_command(sub, "install")
-    sp.add_argument("what", choices=("podman-hook",), help="what to install; only podman-hook")
-    sp.add_argument("--dir", default="/etc/containers/oci/hooks.d",
-                    help="hooks directory (default: /etc/containers/oci/hooks.d; give podman its "
-                         "own with --hooks-dir, CRI-O does not know precreate)")
-    sp.add_argument("--ocishim", metavar="PATH", help="absolute path of ocishim (default: from PATH)")
-    sp.add_argument("--config", metavar="FILE", help="settings file for the hook (OCISHIM_CONFIG)")
+    sp.add_argument("what", choices=("podman-hook", "containerd", "docker", "crio"),
+                    help="the engine to wire ocishim into")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print the change as a unified diff and write nothing")
+    sp.add_argument("--file", metavar="FILE",
+                    help="the engine's config file (default: /etc/containerd/config.toml, "
+                         "/etc/docker/daemon.json, /etc/crio/crio.conf.d/10-ocishim.conf)")
+    sp.add_argument("--dir", metavar="DIR",
+                    help="podman-hook: the hooks directory (default: /etc/containers/oci/hooks.d; "
+                         "give podman its own with --hooks-dir, CRI-O does not know precreate)")
+    sp.add_argument("--ocishim", metavar="PATH",
+                    help="absolute path of ocishim (default: the path this one was started from)")
+    sp.add_argument("--wrapper", metavar="PATH",
+                    help="absolute path of ocishim-runtime (default: beside ocishim)")
+    sp.add_argument("--config", metavar="FILE",
+                    help="ocishim's settings file, which must exist: the hook's OCISHIM_CONFIG, "
+                         "Docker's runtimeArgs (default: /etc/ocishim/config.json)")
+    sp.add_argument("--name", default="ocishim",
+                    help="the runtime's name in the engine (default: ocishim)")
     sp.set_defaults(func=cmd_install)
 
     sp = sub.add_parser(

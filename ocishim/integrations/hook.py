@@ -9,13 +9,10 @@ failure here must do.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from typing import IO
 
-from ..errors import OcishimError, ProfileError, SystemFailure
-from ..files import write_atomically
+from ..errors import OcishimError, ProfileError
 from ..profile.parse import MAX_PROFILE_BYTES, decode
 from .config import dumps, rewrite_for_container
 from .log import log, tell_caller
@@ -77,18 +74,6 @@ def hooks_d_entry(ocishim_path: str, config_path: str | None = None) -> dict:
     if config_path:
         hook["env"] = [f"OCISHIM_CONFIG={config_path}"]
     return {"version": "1.0.0", "hook": hook, "when": {"always": True}, "stages": ["precreate"]}
-
-
-def install(directory: str, ocishim_path: str, config_path: str | None = None) -> str:
-    """Write the hooks.d file into directory (atomically); returns its path."""
-    path = os.path.join(directory, HOOKS_D_NAME)
-    text = json.dumps(hooks_d_entry(ocishim_path, config_path), indent=2) + "\n"
-    try:
-        os.makedirs(directory, exist_ok=True)
-        write_atomically(path, text.encode())
-    except OSError as exc:
-        raise SystemFailure(directory, f"cannot install the hook: {exc.strerror}") from None
-    return path
 
 
 def main_precreate() -> int:

@@ -33,6 +33,10 @@ VALUE_FLAGS = frozenset({"--log", "--log-format", "--root", "--criu", "--rootles
                          "--cgroup-manager", "--log-level"})
 SWITCH_FLAGS = frozenset({"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"})
 OWN_FLAG = "--ocishim-runtime"
+# The settings file for this runtime entry, for engines that pass arguments but no
+# environment (Docker's runtimeArgs). A flag of the administrator's, so trusted like
+# $OCISHIM_CONFIG; removed from the command line like --ocishim-runtime.
+CONFIG_FLAG = "--ocishim-config"
 # The wrapper's own version; `--version` must stay the real runtime's, byte for byte.
 VERSION_FLAG = "--ocishim-version"
 # Set in the real runtime's environment. Seeing it on entry means the "real runtime"
@@ -54,7 +58,7 @@ class Invocation:
     """A parsed command line. A plain class: dataclasses would cost pass-through ~20 ms."""
 
     __slots__ = ("argv", "globals", "command", "command_index", "real_runtime",
-                 "own_version", "error")
+                 "settings", "own_version", "error")
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv  # for the real runtime: without ocishim's own flags
@@ -62,6 +66,7 @@ class Invocation:
         self.command: str | None = None
         self.command_index = -1
         self.real_runtime: str | None = None  # --ocishim-runtime
+        self.settings: str | None = None  # --ocishim-config
         self.own_version = False  # --ocishim-version
         self.error: str | None = None  # the command line could not be parsed
 
@@ -87,13 +92,16 @@ def parse(argv: Sequence[str]) -> Invocation:
     while i < len(args):
         arg = args[i]
         name, eq, value = arg.partition("=")
-        if name == OWN_FLAG:
+        if name in (OWN_FLAG, CONFIG_FLAG):
             if not eq:
                 if i + 1 >= len(args):
-                    inv.error = f"{OWN_FLAG}: needs a path"
+                    inv.error = f"{name}: needs a path"
                     break
                 value, i = args[i + 1], i + 1
-            inv.real_runtime = value
+            if name == OWN_FLAG:
+                inv.real_runtime = value
+            else:
+                inv.settings = value
             i += 1
             continue
         if inv.command is None and arg == VERSION_FLAG:
@@ -234,8 +242,10 @@ def _resolve(bundle: str | None, config: str | None) -> str:
 
 # ------------------------------------------------------------------ the real runtime
 
-def settings_path() -> str:
-    """The settings file create/run read: $OCISHIM_CONFIG, else the system's."""
+def settings_path(inv: Invocation | None = None) -> str:
+    """The settings file create/run read: --ocishim-config, $OCISHIM_CONFIG, else the system's."""
+    if inv is not None and inv.settings:
+        return inv.settings
     return os.environ.get(SETTINGS_ENV) or DEFAULT_SETTINGS
 
 
@@ -335,7 +345,10 @@ def _patch(inv: Invocation, seen: dict) -> str:
     from .log import log
     from .settings import load_settings
 
-    settings = seen["settings"] = load_settings()  # a broken file fails here: no container
+    if inv.settings is not None and not os.path.isfile(inv.settings):
+        # A named file that is missing is a mistake, not a wish for the defaults.
+        raise UsageError(CONFIG_FLAG, f"{inv.settings}: no such settings file")
+    settings = seen["settings"] = load_settings(settings_path(inv))  # a broken file: no container
     real = find_real_runtime(inv, settings.runtime)
     libseccomp.require()
     done = patch_config(config_of(inv, runtime_kind(real)), settings, log)
@@ -469,7 +482,7 @@ def pass_through(inv: Invocation) -> int:
     try:
         configured = None
         if not (inv.real_runtime or os.environ.get(RUNTIME_ENV)):
-            configured = runtime_from_settings()
+            configured = runtime_from_settings(settings_path(inv))
         real = find_real_runtime(inv, configured)
     except OcishimError as exc:
         report(inv, str(exc))
