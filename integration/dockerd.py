@@ -85,14 +85,17 @@ class Dockerd:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
-def start(base: Path, runtimes: Mapping[str, str], env: Mapping[str, str]) -> Dockerd:
-    """dockerd with the given extra runtimes (name -> path) and environment; returns once
-    its socket answers `docker version`. On failure nothing is left running."""
+def start(base: Path, runtimes: Mapping[str, str], env: Mapping[str, str],
+          config: Path | None = None) -> Dockerd:
+    """dockerd with the given extra runtimes (name -> path) and environment, or with the
+    daemon.json `config` as it is; returns once its socket answers `docker version`.
+    On failure nothing is left running."""
     base.mkdir(parents=True, exist_ok=True)
     (base / "cli").mkdir(exist_ok=True)
-    config = base / "daemon.json"
-    config.write_text(json.dumps({"runtimes": {name: {"path": path} for name, path in runtimes.items()}},
-                                 indent=2) + "\n")
+    if config is None:
+        config = base / "daemon.json"
+        config.write_text(json.dumps({"runtimes": {name: {"path": path} for name, path in runtimes.items()}},
+                                     indent=2) + "\n")
     daemon = Dockerd(base, base / "dockerd.log")
     argv = ["dockerd", "--config-file", str(config),
             "--data-root", str(daemon.data_root),
