@@ -237,7 +237,12 @@ class Agent:
                 if mask & (select.EPOLLHUP | select.EPOLLERR) and not mask & select.EPOLLIN:
                     self._detach(fd)
             elif fd in self.pending:
-                self._read(fd)
+                try:
+                    self._read(fd)
+                except Exception as exc:  # a peer's bytes must never stop the loop
+                    if fd in self.pending:
+                        self._drop(fd, f"internal error on this message: {type(exc).__name__}: "
+                                       f"{str(exc)[:200]}")
         self._expire()
 
     def _expire(self) -> None:

@@ -92,7 +92,7 @@ def _complete(data: bytes) -> bool:
         return False
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting is refused in parse()
         return False
     return True
 
@@ -112,6 +112,8 @@ def parse(pending: Pending) -> Hello:
         obj = json.loads(bytes(pending.data).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Refused(f"not a JSON state message: {str(exc)[:80]}") from None
+    except RecursionError:
+        raise Refused("not a JSON state message: nested too deeply") from None
     if not isinstance(obj, dict):
         raise Refused("not a JSON object")
     names = _field(obj, "fds", list, "")
