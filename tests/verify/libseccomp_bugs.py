@@ -15,8 +15,14 @@ are ANDed, a 32-bit arch compares the low word only); it never comes from ocishi
 returns None where two rules with different actions both hold: libseccomp documents no
 order there and the test leaves those points alone.
 
-`witnesses` were found by hand while minimising (libseccomp's program is weaker there:
-ALLOW where the rules refuse); the tests check them on the kernel without the checker.
+`witnesses` were found by hand while minimising, and `lib_says` is libseccomp's answer
+there, measured on the kernel (for the new bugs ALLOW, where the rules refuse); the
+tests check them on the kernel without the checker.
+
+PINNED holds the two bugs tests/patch/test_rules.py pins, in a form a container can run:
+the first inside Docker's default profile in the integration test (its default is
+ERRNO), the second with its actions turned around (ERRNO rules, ALLOW default), where
+libseccomp's program is weaker instead of stricter.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class Bug:
     why: str
     seccomp: dict  # linux.seccomp, native arch x86_64
     means: Callable[[str, tuple[int, ...]], int | None]  # (arch, args) -> the profile's answer
-    witnesses: tuple[tuple[str, tuple[int, ...]], ...]  # (arch, args) where libseccomp is weaker
+    witnesses: tuple[tuple[str, tuple[int, ...]], ...]  # (arch, args) where libseccomp departs
+    lib_says: int = ALLOW  # libseccomp's answer at the witnesses
 
 
 def _gt_or_ne_and_ne(arch, args):
@@ -80,6 +87,16 @@ def _never_true_condition(arch, args):
     return _one_of((a1 > 0, ERR_EACCES), (a2 < 0 and a1 <= 1, ERR_EINVAL))
 
 
+def _or_of_64bit_ranges(arch, args):
+    a2 = _low(arch, args)[2]
+    return ERR_EACCES if a2 < 10 or a2 > 2**32 + 10 else RET_ERRNO | 1
+
+
+def _or_with_ne_32bit(arch, args):
+    a0, a1 = _low(arch, args)[:2]
+    return ERR_EACCES if (a0 != 1 and a1 == 0) or a0 == 0 else ALLOW
+
+
 def _masked_eq_x32(arch, args):
     a0, _, a2 = _low(arch, args)[:3]
     return ERR_EACCES if (a0 != 0 and a2 == 0) or a0 & 1 == 0 else ALLOW
@@ -89,6 +106,18 @@ def _two_le_64bit(arch, args):
     a0 = _low(arch, args)[0]
     return ERR_EINVAL if a0 <= 0 or a0 <= 2**32 + 10 else ALLOW
 
+
+PINNED: dict[str, Bug] = {b.name: b for b in (
+    Bug("pinned-or-of-64bit-ranges",
+        "x86_64: a2 < 10 OR a2 > 0x1_0000000a -> EACCES, default EPERM: a2 = 10 gets EACCES",
+        {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "architectures": ["SCMP_ARCH_X86_64"],
+         "syscalls": [_rule(EACCES, (2, "LT", 10, 0), (2, "GT", 2**32 + 10, 0))]},
+        _or_of_64bit_ranges, (("x86_64", (0, 0, 10)),), ERR_EACCES),
+    Bug("pinned-or-with-ne-32bit",
+        "i386: a0 != 1 AND a1 == 0, OR a0 == 0, one action: a0 = 0, a1 = 1 gets ALLOW",
+        _seccomp(("x86",), _rule(EACCES, (0, "NE", 1, 0), (1, "EQ", 0, 0)), _rule(EACCES, (0, "EQ", 0, 0))),
+        _or_with_ne_32bit, (("x86", (0, 1, 0)),)),
+)}
 
 BUGS: dict[str, Bug] = {b.name: b for b in (
     Bug("gt-or-ne-and-ne-32bit",
