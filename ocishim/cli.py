@@ -387,6 +387,13 @@ def cmd_verify(args) -> int:
     return 0 if result.agrees else 3
 
 
+def cmd_doctor(args) -> int:
+    """Print the host report (ocishim/doctor.py)."""
+    from .doctor import cmd_doctor as run
+
+    return run(args)
+
+
 def cmd_inspect(args) -> int:
     """Print the filters of a running process or container (ocishim/inspect.py)."""
     from .inspect import cmd_inspect as run
@@ -546,6 +553,18 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "it with `ocishim install podman-hook`.",
         "example:\n"
         "  ocishim hook precreate < config.json > patched.json"),
+    "doctor": (
+        "report what this host's kernel, libseccomp and runtimes do with new syscalls",
+        "The running kernel; the libseccomp ocishim loads, its API level and the syscalls this\n"
+        "kernel has that it cannot name; for each runtime found (runc, crun): its version, the\n"
+        "libseccomp it links or embeds (read from the binary), whether it takes crun's BPF\n"
+        "annotation, the highest syscall number its libseccomp names (where runc's stub\n"
+        "starts) and a verdict: exact, approximate (and what is lost) or broken; the cgroup\n"
+        "mode; whether the podman hook and the wrapper are installed and wired in.",
+        "examples:\n"
+        "  ocishim doctor\n"
+        "  ocishim doctor --json\n"
+        "  ocishim doctor --profile docker-default.json"),
     "inspect": (
         "show the seccomp filters a running process or container has",
         "Read every seccomp filter of a process back from the kernel (ptrace: the process is\n"
@@ -705,6 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _add_command(sub, "hook")
     sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
     sp.set_defaults(func=cmd_hook)
+
+    sp = _add_command(sub, "doctor")
+    sp.add_argument("--profile", metavar="FILE",
+                    help="also list the names of this profile the libseccomp here cannot name")
+    sp.add_argument("--json", action="store_true",
+                    help="print {kernel, libseccomp, runtimes, cgroup, hook, wrapper} as JSON")
+    sp.set_defaults(func=cmd_doctor)
 
     sp = _add_command(sub, "inspect")
     sp.add_argument("target", metavar="PID|CONTAINER-ID",
