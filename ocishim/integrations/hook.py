@@ -13,8 +13,6 @@ import sys
 from typing import IO
 
 from ..errors import OcishimError, ProfileError
-from ..profile.parse import MAX_PROFILE_BYTES, decode
-from .config import dumps, rewrite_for_container
 from .log import log, tell_caller
 from .settings import Settings, load_settings
 
@@ -33,6 +31,10 @@ def refuse(settings: Settings, exc: BaseException, exit_code: int) -> int:
 
 def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None) -> int:
     """Read a config, write it patched; returns the exit code."""
+    from .. import filtercache
+    from ..profile.jsontext import dumps
+    from ..profile.parse import MAX_PROFILE_BYTES, decode
+
     settings = settings or Settings()
     try:
         if stdin is None:  # started with fd 0 closed
@@ -47,9 +49,14 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
             text = text.decode("utf-8")  # valid: decode() checked it
         if not isinstance(config, dict):
             raise ProfileError("stdin", "the config must be a JSON object")
-        result = rewrite_for_container(config, settings, "stdin")
-        for warning in result.patched.compiled.warnings if result.patched else ():
+        cache, problem = filtercache.open_cache(filtercache.location(settings))
+        if problem:
+            log(settings, "warning", f"precreate: {problem}", stderr=False)
+        result = filtercache.rewrite_config(config, "stdin", settings, cache)
+        for warning in result.filter.warnings if result.filter else ():
             log(settings, "warning", f"precreate: {warning}", stderr=False)
+        for note in result.filter.notes if result.filter else ():
+            log(settings, "info", f"precreate: {note}", stderr=False)
     except OcishimError as exc:
         return refuse(settings, exc, exc.exit_code)
     except Exception as exc:  # a bug must still stop the container and leave a trace
@@ -59,11 +66,12 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
             stderr=False)
         stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
-    mode, emulate = result.patched.mode, result.patched.emulate
-    log(settings, "info", f"precreate: patched (--enosys {mode}"
-        + (f", emulate {emulate[0]}.{emulate[1]}" if emulate else "")
-        + f"): {len(result.patched.program)} instructions, "
-        f"JSON rule with {len(result.enosys_names)} names", stderr=False)
+    done = result.filter
+    log(settings, "info", f"precreate: patched (--enosys {done.mode}"
+        + (f", emulate {done.emulate[0]}.{done.emulate[1]}" if done.emulate else "")
+        + f"): {done.instructions} instructions, "
+        f"JSON rule with {done.enosys_names} names"
+        + (" (compiled-filter cache)" if result.cached else ""), stderr=False)
     stdout.write(dumps(result.config))
     return 0
 

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 from ..errors import ProfileError, SystemFailure, UsageError
 from ..patch import Mode, Version
 from ..profile import load
-from .config import dumps, rewrite
+from ..profile.jsontext import dumps
 
 KNOWN_RUNTIMES = ("crun", "runc")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -152,14 +152,47 @@ def _link_entries(original: str, tmp: str) -> None:
                 os.symlink(os.path.join(physical, entry.name), os.path.join(tmp, entry.name))
 
 
+def _rewrite_cached(config: dict[str, Any], source: str, mode: Mode, emulate: Version | None,
+                    unknown_fail: bool):
+    """rewrite() with the command line's settings, through the compiled-filter cache:
+    $OCISHIM_CACHE, else the system's cache directory when run as root."""
+    import sys
+
+    from .. import filtercache
+    from .settings import Settings
+
+    where = os.environ.get(filtercache.ENV) or (filtercache.DEFAULT_DIR if os.geteuid() == 0
+                                                else filtercache.OFF)
+    cache, problem = filtercache.open_cache(where)
+    if problem:
+        print(f"ocishim: warning: {problem}", file=sys.stderr)
+    settings = Settings(mode=mode, emulate=emulate, unknown_fail=unknown_fail)
+    return filtercache.rewrite_config(config, source, settings, cache, container=False)
+
+
+def _rewrite_audited(config: dict[str, Any], source: str, mode: Mode, emulate: Version | None,
+                     unknown_fail: bool, socket: str):
+    """rewrite(), then audit mode (ocishim/audit.py) with the agent at socket; not cached."""
+    from ..audit import audit_config
+    from .config import rewrite as plain_rewrite
+
+    result = plain_rewrite(config, mode, emulate, source, unknown_fail)
+    if result.config is not None:
+        audit_config(result.config, result.patched, result.enosys_names, socket)
+    return result
+
+
 def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
-                   crun: bool = False) -> Prepared:
+                   crun: bool = False, audit_socket: str | None = None) -> Prepared:
     """Write the patched config into a new private directory; how to run it."""
     loaded = load(bundle)
     if loaded.config is None:
         raise UsageError(bundle, "ocishim run takes a bundle directory or its config.json")
     directory = bundle_dir(bundle)
-    result = rewrite(loaded.config, mode, emulate, loaded.source, unknown_fail)
+    if audit_socket is not None:
+        result = _rewrite_audited(loaded.config, loaded.source, mode, emulate, unknown_fail, audit_socket)
+    else:
+        result = _rewrite_cached(loaded.config, loaded.source, mode, emulate, unknown_fail)
     config = result.config if result.config is not None else loaded.config
     root = config.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str):
@@ -187,7 +220,8 @@ def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
 
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
         mode: Mode = Mode("unnamed"), emulate: Version | None = None,
-        runtime_args: Sequence[str] = (), unknown_fail: bool = False) -> int:
+        runtime_args: Sequence[str] = (), unknown_fail: bool = False,
+        audit_socket: str | None = None) -> int:
     """Run the bundle with the runtime; returns the container's exit code."""
     binary = find_runtime(runtime)
     cid = container_id or f"ocishim-{uuid.uuid4().hex[:12]}"
@@ -212,7 +246,7 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     crun = is_crun(binary)
     tmp: str | None = None
     try:
-        prepared = prepare_bundle(bundle, mode, emulate, unknown_fail, crun)
+        prepared = prepare_bundle(bundle, mode, emulate, unknown_fail, crun, audit_socket)
         tmp = prepared.tmp
         if pending:
             return 128 + pending[0]

@@ -3,7 +3,8 @@
 /etc/ocishim/config.json (or $OCISHIM_CONFIG), every key optional:
     {"enosys": "unnamed", "emulate-kernel": "5.10", "unknown-syscall": "warn",
      "annotations": "use" | "ignore",
-     "log": "auto" | "journal" | "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc"}
+     "log": "auto" | "journal" | "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc",
+     "cache": "/var/cache/ocishim" | "off"}
 The file is the administrator's and is trusted. Annotations come with the container
 (from a pod spec) and are not: ocishim.enosys, ocishim.emulate-kernel and
 ocishim.unknown-syscall may choose another mode per container only where the result
@@ -22,8 +23,9 @@ from ..errors import ProfileError, UsageError
 from ..patch import Mode, Version, parse_kernel, parse_mode
 
 DEFAULT_PATH = "/etc/ocishim/config.json"
+DEFAULT_CACHE = "/var/cache/ocishim"  # the same as filtercache.DEFAULT_DIR (a test checks)
 ANNOTATION_PREFIX = "ocishim."
-_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "runtime")
+_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "runtime", "cache")
 ANNOTATION_KEYS = ("enosys", "emulate-kernel", "unknown-syscall")
 
 
@@ -35,6 +37,7 @@ class Settings:
     log: str = "auto"  # the journal, else syslog, else /var/log/ocishim.log (integrations/log.py)
     runtime: str | None = None
     annotations: bool = True  # False: the container's ocishim.* annotations are ignored
+    cache: str | None = None  # the compiled-filter cache: a directory or "off"; None: off
 
 
 def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Settings:
@@ -67,6 +70,10 @@ def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Setting
             settings = replace(settings, log=value)
         elif key == "runtime" and not where.startswith("annotations"):
             settings = replace(settings, runtime=value)
+        elif key == "cache" and not where.startswith("annotations"):
+            if value != "off" and not value.startswith("/"):
+                raise UsageError(field, "must be an absolute directory or off")
+            settings = replace(settings, cache=value)
     return settings
 
 
@@ -80,15 +87,18 @@ def load_settings(path: str | None = None) -> Settings:
     from ..files import read_trusted
 
     path = path or os.environ.get("OCISHIM_CONFIG") or DEFAULT_PATH
+    # The default cache belongs to the system's settings; another settings file (a test,
+    # a second engine) uses a cache only where it names one.
+    defaults = Settings(cache=DEFAULT_CACHE if path == DEFAULT_PATH else "off")
     try:
         values = json.loads(read_trusted(path, "settings file"))
     except FileNotFoundError:
-        return Settings()
+        return defaults
     except (OSError, ValueError) as exc:
         raise UsageError(path, f"cannot read settings: {exc}") from None
     if not isinstance(values, dict):
         raise UsageError(path, "settings must be a JSON object")
-    return _apply(Settings(), values, f"{path}: ")
+    return _apply(defaults, values, f"{path}: ")
 
 
 def container_annotations(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -313,27 +313,35 @@ def _which(name: str) -> str | None:
 
 def patch_config(path: str, settings, log) -> str:
     """Rewrite the config.json at path in place; returns what was done, for the log."""
+    from .. import filtercache
     from ..errors import ProfileError, SystemFailure
     from ..files import write_atomically
+    from ..profile.jsontext import dumps
     from ..profile.parse import read_json
-    from .config import dumps, rewrite_for_container
 
     config = read_json(path)
+    cache, problem = filtercache.open_cache(filtercache.location(settings))
+    if problem:
+        log(settings, "warning", f"{path}: {problem}", stderr=False)
     try:
-        result = rewrite_for_container(config, settings, path)
+        result = filtercache.rewrite_config(config, path, settings, cache)
     except RecursionError:
         # The decoder takes nesting the rewrite (copy.deepcopy, recursive checks) cannot:
         # only the config's depth gets there, so it is an input error at the file.
         raise ProfileError(path, "nested too deeply to rewrite") from None
-    for warning in result.patched.compiled.warnings if result.patched else ():
+    done = result.filter
+    for warning in done.warnings if done else ():
         log(settings, "warning", f"{path}: {warning}", stderr=False)
+    for note in done.notes if done else ():
+        log(settings, "info", f"{path}: {note}", stderr=False)
     if result.config is None:
         return "no linux.seccomp: no filter, config left unchanged"
     try:
         write_atomically(path, dumps(result.config).encode())
     except OSError as exc:
         raise SystemFailure(path, f"cannot rewrite: {exc.strerror}") from None
-    return f"patched {path} (--enosys {result.patched.mode}), {len(result.patched.program)} instructions"
+    return (f"patched {path} (--enosys {done.mode}), {done.instructions} instructions"
+            + (" (compiled-filter cache)" if result.cached else ""))
 
 
 def _patch(inv: Invocation, seen: dict) -> str:

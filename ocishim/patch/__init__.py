@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
-from ..arch import Arch
-from ..compile import Compiled, compile_profile
-from ..errors import CompileError
-from ..profile.model import Profile
+from typing import TYPE_CHECKING, Any
+
 from .enosys import Mode, Version, parse_kernel, parse_mode
-from .stub import Patched, build
+
+if TYPE_CHECKING:
+    from ..arch import Arch
+    from ..compile import Compiled
+    from ..profile.model import Profile
+    from .stub import Patched, build
 
 __all__ = ["Mode", "Patched", "Version", "build", "parse_kernel", "parse_mode", "patch_profile"]
 
 
+def __getattr__(name: str) -> Any:
+    """Patched and build on first use: the stub imports the compiler and libseccomp, which
+    the settings (they only need Mode) and a compiled-filter cache hit must not pay for."""
+    if name in ("Patched", "build"):
+        from . import stub
+
+        return getattr(stub, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Version | None = None,
-                  native: Arch | None = None, unknown_fail: bool | str = False) -> Patched:
-    """Compile profile with libseccomp and prepend the stub for mode.
+                  native: Arch | None = None, unknown_fail: bool | str = False,
+                  check: bool = True) -> Patched:
+    """Compile profile with libseccomp, prepend the stub for mode, and prove the result.
 
     unknown_fail: refuse names neither libseccomp nor the table knows; a string names who
     asked for that (a setting, an annotation), for the message.
+    check: prove libseccomp's program and the patched one against the profile and repair
+    libseccomp where it is weaker (patch.check); off only for tools that check themselves.
     """
+    from ..compile import compile_profile
+    from ..errors import CompileError
+    from .stub import build
+
     if isinstance(mode, str):
         mode = parse_mode(mode)
     compiled: Compiled = compile_profile(profile, native)
@@ -29,4 +49,8 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
         raise CompileError(paths.get(first, "syscalls"),
                            f"unknown syscall {first!r} ({who}); "
                            f"all unknown: {', '.join(compiled.unknown)}")
-    return build(compiled, mode, emulate)
+    if not check:
+        return build(compiled, mode, emulate)
+    from .check import check_and_repair
+
+    return check_and_repair(profile, compiled, mode, emulate)

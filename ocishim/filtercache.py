@@ -1,0 +1,483 @@
+"""The compiled-filter cache: a rewrite done once, applied again without libseccomp.
+
+The hook, the wrapper and `ocishim run` spend most of a container start compiling the
+profile with libseccomp, checking and patching it. The same profile comes back with
+every container, so what a rewrite adds to a config (the rewritten linux.seccomp and
+crun's run.oci.seccomp_bpf_data) is kept in a root-only directory and applied again
+when every input is the same:
+- the profile: the canonical text of linux.seccomp, arches included;
+- the administrator's settings and the container's choice (mode, emulate-kernel,
+  unknown-syscall), both: an entry holds the outcome of rule 10's comparison of the
+  two, so it is only ever served for that very pair;
+- what the program depends on besides: ocishim's version and a fingerprint of its
+  code, the syscall table, the libseccomp version and its native arch.
+The key is the SHA-256 of all of that. An entry repeats its key and carries a
+checksum of its payload and of the program; anything that does not match (a
+truncated or flipped file, one copied under another key's name, one not written by
+this user or writable by others) is never loaded: the filter is built again and the
+entry replaced. A directory that others could write is not used at all.
+
+Refusals are not cached: they are rare, and each one is computed again in full.
+On a hit no libseccomp binding, compiler or patcher is imported: the key needs only
+ctypes (libseccomp's version and native arch) and hashlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_DIR = "/var/cache/ocishim"
+ENV = "OCISHIM_CACHE"  # a directory or "off"; over the settings' "cache", like OCISHIM_CONFIG
+OFF = "off"
+MAGIC = b"ocishim-filter-cache 1\n"
+MAX_BYTES = 64 << 20  # the directory's bound; the oldest entries go first
+MAX_ENTRY_BYTES = 8 << 20  # far above a 4096-instruction program with its profile
+BPF_ANNOTATION = "run.oci.seccomp_bpf_data"  # the same name as integrations.config's
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ------------------------------------------------------------------ what is cached
+
+@dataclass(frozen=True)
+class Filter:
+    """What a rewrite adds to a config, and what the integrations log about it."""
+
+    seccomp: str  # the rewritten linux.seccomp, as jsontext.dumps writes it
+    annotation: str  # run.oci.seccomp_bpf_data: the patched program, base64
+    mode: str
+    emulate: tuple[int, int] | None
+    instructions: int
+    enosys_names: int  # names in the portable ERRNO(ENOSYS) rule
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # the check's repairs and notices (Patched.notes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seccomp": self.seccomp, "annotation": self.annotation, "mode": self.mode,
+                "emulate": list(self.emulate) if self.emulate else None,
+                "instructions": self.instructions, "enosys_names": self.enosys_names,
+                "warnings": list(self.warnings), "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> "Filter | None":
+        """The Filter an entry's payload describes; None for any other shape."""
+        if not isinstance(value, dict) or set(value) != set(_FIELDS):
+            return None
+        for name, kind in _FIELDS.items():
+            if not isinstance(value[name], kind) or isinstance(value[name], bool):
+                return None
+        emulate = value["emulate"]
+        if emulate is not None and not (len(emulate) == 2 and all(type(v) is int for v in emulate)):
+            return None
+        texts = value["warnings"] + value["notes"]
+        if not all(isinstance(t, str) for t in texts):
+            return None
+        return cls(value["seccomp"], value["annotation"], value["mode"],
+                   tuple(emulate) if emulate else None, value["instructions"],
+                   value["enosys_names"], tuple(value["warnings"]), tuple(value["notes"]))
+
+
+_FIELDS: dict[str, Any] = {"seccomp": str, "annotation": str, "mode": str,
+                           "emulate": (list, type(None)), "instructions": int,
+                           "enosys_names": int, "warnings": list, "notes": list}
+
+
+# ------------------------------------------------------------------ the key
+
+@dataclass(frozen=True)
+class Host:
+    """What a program depends on besides the profile and the settings."""
+
+    ocishim: str
+    code: str  # fingerprint of the package's source files
+    table: str  # SHA-256 of the syscall table module
+    libseccomp: str
+    native: int  # libseccomp's native arch token (AUDIT_ARCH_*)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One rewrite: the profile, the settings and the container's choice (rule 10)."""
+
+    profile: str  # SHA-256 of the canonical linux.seccomp text
+    settings: tuple[str, str | None, bool]  # mode, emulate, unknown-syscall=fail
+    chosen: tuple[str, str | None, bool] | None  # the annotations' choice; None: ocishim run
+
+
+def key(request: Request, host: Host) -> str:
+    """The entry's name: SHA-256 over every input of the rewrite."""
+    material = {"format": MAGIC.decode().strip(), "profile": request.profile,
+                "settings": list(request.settings),
+                "chosen": list(request.chosen) if request.chosen else None,
+                "ocishim": host.ocishim, "code": host.code, "table": host.table,
+                "libseccomp": host.libseccomp, "native": host.native}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+_host: Host | None = None
+
+
+def host() -> Host:
+    """This process's Host, computed once: libseccomp by ctypes, not by its binding."""
+    global _host
+    if _host is None:
+        import ctypes
+
+        from . import __version__
+
+        lib = ctypes.CDLL(_libseccomp_soname())
+        lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
+        version = ".".join(str(v) for v in lib.seccomp_version().contents)
+        _host = Host(__version__, code_fingerprint(),
+                     _file_digest(os.path.join(_PACKAGE, "syscalls", "_data.py")),
+                     version, lib.seccomp_arch_native())
+    return _host
+
+
+def _libseccomp_soname() -> str:
+    # The library ocishim.libseccomp loads: pyseccomp's dlopen name, by default the soname
+    # (then ld.so hands back the copy a binding already loaded).
+    return os.environ.get("PYSECCOMP_LIBSECCOMP") or "libseccomp.so.2"
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def code_fingerprint() -> str:
+    """The package's .py files by name, size and modification time.
+
+    ocishim's version alone does not change with every edit of a checkout; a new
+    install or edit changes a file's size or time, and so every key.
+    """
+    h = hashlib.sha256()
+    for directory, dirs, files in os.walk(_PACKAGE):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(directory, name))
+                h.update(f"{os.path.relpath(os.path.join(directory, name), _PACKAGE)}"
+                         f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the directory
+
+@dataclass(frozen=True)
+class Cache:
+    """A cache directory that passed the checks of `open_cache`."""
+
+    directory: str
+    max_bytes: int = MAX_BYTES
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+
+def location(settings: Any = None) -> str:
+    """The cache directory or "off": $OCISHIM_CACHE, else the settings' "cache".
+
+    load_settings gives the system's settings DEFAULT_DIR unless they say otherwise;
+    Settings made in Python without a cache get none.
+    """
+    return os.environ.get(ENV) or getattr(settings, "cache", None) or OFF
+
+
+def open_cache(where: str, create: bool = True) -> tuple[Cache | None, str | None]:
+    """The cache at `where`, or None with the reason it is not used (None: turned off).
+
+    The directory must be a real directory owned by this user (root) with no access
+    for anyone else, on a path whose every directory only root can change (as for the
+    settings file): anyone else who could write an entry could choose the filter.
+    """
+    if where == OFF:
+        return None, None
+    if not os.path.isabs(where):
+        return None, f"cache directory {where!r}: not an absolute path; cache not used"
+    where = os.path.normpath(where)
+    problem = _untrusted_parents(where)
+    if problem:
+        return None, f"cache directory {where}: {problem}; cache not used"
+    try:
+        st = os.lstat(where)
+    except FileNotFoundError:
+        if not create:
+            return None, f"cache directory {where}: does not exist"
+        try:
+            os.mkdir(where, 0o700)
+            st = os.lstat(where)
+        except OSError as exc:
+            return None, f"cache directory {where}: cannot create: {exc.strerror}; cache not used"
+    if not stat.S_ISDIR(st.st_mode):
+        return None, f"cache directory {where}: not a directory; cache not used"
+    if st.st_uid != os.geteuid():
+        return None, f"cache directory {where}: owned by uid {st.st_uid}; cache not used"
+    if st.st_mode & 0o077:
+        return None, (f"cache directory {where}: mode {stat.S_IMODE(st.st_mode):04o}, "
+                      "must be 0700; cache not used")
+    return Cache(where), None
+
+
+def _untrusted_parents(path: str) -> str | None:
+    """Why a directory on the way to path could be changed by another user, or None."""
+    current = "/"
+    for part in os.path.dirname(path).split("/"):
+        current = os.path.join(current, part) if part else current
+        try:
+            st = os.stat(current)  # symlinks on the way resolve as the kernel does
+        except OSError as exc:
+            return f"{current}: {exc.strerror}"
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{current} is owned by uid {st.st_uid}"
+        sticky_root = st.st_mode & stat.S_ISVTX and st.st_uid == 0
+        if st.st_mode & 0o022 and not sticky_root:
+            return f"{current} is writable by group or others"
+    return None
+
+
+# ------------------------------------------------------------------ entries
+
+def encode_entry(name: str, value: Filter) -> bytes:
+    """An entry's bytes: magic, key, payload checksum, program checksum, payload."""
+    import base64
+
+    payload = json.dumps(value.to_json(), sort_keys=True).encode()
+    program = base64.b64decode(value.annotation, validate=True)
+    return b"".join((MAGIC, name.encode(), b"\n", hashlib.sha256(payload).hexdigest().encode(),
+                     b"\n", hashlib.sha256(program).hexdigest().encode(), b"\n", payload))
+
+
+def decode_entry(name: str, data: bytes) -> Filter | None:
+    """The Filter in an entry, or None unless every check passes."""
+    import base64
+    import binascii
+
+    if not data.startswith(MAGIC):
+        return None
+    parts = data[len(MAGIC):].split(b"\n", 3)
+    if len(parts) != 4 or parts[0] != name.encode():
+        return None
+    payload_sum, program_sum, payload = parts[1], parts[2], parts[3]
+    if hashlib.sha256(payload).hexdigest().encode() != payload_sum:
+        return None
+    try:
+        value = Filter.from_json(json.loads(payload))
+        program = base64.b64decode(value.annotation, validate=True) if value else b""
+    except (ValueError, RecursionError, binascii.Error):
+        return None
+    if value is None or hashlib.sha256(program).hexdigest().encode() != program_sum:
+        return None
+    if not program or len(program) != 8 * value.instructions:
+        return None
+    return value
+
+
+def load(cache: Cache, name: str) -> Filter | None:
+    """The entry `name` if it is ours and intact; None otherwise (then it is rebuilt)."""
+    try:
+        fd = os.open(cache.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 \
+                or st.st_size > MAX_ENTRY_BYTES:
+            return None
+        data = _read_all(fd, st.st_size)
+    finally:
+        os.close(fd)
+    value = decode_entry(name, data)
+    if value is not None:
+        try:  # most recently used: eviction takes the oldest
+            os.utime(cache.path(name))
+        except OSError:
+            pass
+    return value
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    left = size + 1  # one past: a file that grew is caught by the checksum
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def store(cache: Cache, name: str, value: Filter) -> None:
+    """Write the entry atomically (files.write_atomically), then keep the directory in bounds."""
+    from .files import write_atomically
+
+    data = encode_entry(name, value)
+    if len(data) > MAX_ENTRY_BYTES:
+        return
+    write_atomically(cache.path(name), data)
+    evict(cache)
+
+
+def _entries(cache: Cache) -> list[tuple[int, int, str]]:
+    """(mtime, size, name) of every entry, oldest first."""
+    out = []
+    with os.scandir(cache.directory) as it:
+        for entry in it:
+            if _ENTRY_NAME.fullmatch(entry.name):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                out.append((st.st_mtime_ns, st.st_size, entry.name))
+    return sorted(out)
+
+
+def evict(cache: Cache) -> list[str]:
+    """Remove the oldest entries until the directory holds at most max_bytes; returns them."""
+    entries = _entries(cache)
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, name in entries:
+        if total <= cache.max_bytes:
+            break
+        try:
+            os.unlink(cache.path(name))
+        except FileNotFoundError:
+            pass
+        total -= size
+        removed.append(name)
+    return removed
+
+
+@dataclass(frozen=True)
+class Stats:
+    directory: str
+    state: str  # "ok", "off", or why the directory is not used
+    entries: int = 0
+    bytes: int = 0
+    max_bytes: int = MAX_BYTES
+
+
+def stats(where: str) -> Stats:
+    """What `ocishim cache stats` prints."""
+    cache, problem = open_cache(where, create=False)
+    if cache is None:
+        return Stats(where, problem or OFF)
+    entries = _entries(cache)
+    return Stats(where, "ok", len(entries), sum(size for _, size, _ in entries), cache.max_bytes)
+
+
+def clear(where: str) -> int:
+    """Remove every entry (and nothing else); returns how many."""
+    cache, problem = open_cache(where, create=False)
+    if cache is None:
+        return 0
+    count = 0
+    for _, _, name in _entries(cache):
+        try:
+            os.unlink(cache.path(name))
+            count += 1
+        except FileNotFoundError:
+            pass
+    return count
+
+
+# ------------------------------------------------------------------ the rewrite
+
+@dataclass(frozen=True)
+class Outcome:
+    """A rewritten config (None: no linux.seccomp, nothing to do) and what was added."""
+
+    config: dict[str, Any] | None
+    filter: Filter | None
+    cached: bool = False
+
+
+def _settings_tuple(mode: Any, emulate: Any, unknown_fail: Any) -> tuple[str, str | None, bool]:
+    return (str(mode), ".".join(map(str, emulate)) if emulate else None, bool(unknown_fail))
+
+
+def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
+                   container: bool = True) -> Outcome:
+    """integrations.config's rewrite_for_container (container=True) or rewrite (`ocishim
+    run`: the settings are the command line's), through the cache.
+
+    The decoded config is changed in place and returned. On a hit only what lies outside
+    the cached linux.seccomp is checked again (rule 11's field names); the seccomp text
+    itself is part of the key and was checked when the entry was built.
+    """
+    seccomp = _seccomp_of(config)
+    if cache is None or seccomp is None:
+        return _build(config, source, settings, container)
+    from .profile import jsontext
+
+    chosen = None
+    if container:
+        from .integrations.settings import for_container
+
+        picked, _ = for_container(settings, config)  # bad annotation values fail here, as cold
+        chosen = _settings_tuple(picked.mode, picked.emulate, picked.unknown_fail)
+    request = Request(hashlib.sha256(jsontext.dumps(seccomp).encode()).hexdigest(),
+                      _settings_tuple(settings.mode, settings.emulate, settings.unknown_fail),
+                      chosen)
+    name = key(request, host())
+    found = load(cache, name)
+    if found is not None:
+        return Outcome(_apply(config, found, source), found, cached=True)
+    outcome = _build(config, source, settings, container)
+    if outcome.filter is not None:
+        try:
+            store(cache, name, outcome.filter)
+        except OSError:
+            pass  # a full disk costs the next container a compile, nothing more
+    return outcome
+
+
+def _seccomp_of(config: Any) -> Any:
+    linux = config.get("linux") if isinstance(config, dict) else None
+    return linux.get("seccomp") if isinstance(linux, dict) else None
+
+
+def _apply(config: dict[str, Any], value: Filter, source: str) -> dict[str, Any]:
+    """The cold rewrite's result, from the entry: the same checks, then the same two changes."""
+    from .errors import ProfileError
+    from .profile import parse, spec_fields
+
+    parse.check_fields(config, spec_fields.BY_KIND["config"])
+    annotations = config.get("annotations")
+    if annotations is None:
+        annotations = config["annotations"] = {}
+    if not isinstance(annotations, dict):
+        raise ProfileError("annotations", "must be an object of strings")
+    config["linux"]["seccomp"] = parse.decode(value.seccomp, source)
+    annotations[BPF_ANNOTATION] = value.annotation
+    return config
+
+
+def _build(config: Any, source: str, settings: Any, container: bool) -> Outcome:
+    """The rewrite without the cache, and the Filter it makes."""
+    from .integrations.config import rewrite, rewrite_for_container
+    from .profile import jsontext
+
+    if container:
+        result = rewrite_for_container(config, settings, source)
+    else:
+        result = rewrite(config, settings.mode, settings.emulate, source, settings.unknown_fail)
+    if result.config is None:
+        return Outcome(None, None)
+    patched = result.patched
+    value = Filter(jsontext.dumps(result.config["linux"]["seccomp"]),
+                   result.config["annotations"][BPF_ANNOTATION], str(patched.mode),
+                   tuple(patched.emulate) if patched.emulate else None, len(patched.program),
+                   len(result.enosys_names), tuple(patched.compiled.warnings),
+                   tuple(str(n) for n in getattr(patched, "notes", ())))
+    return Outcome(result.config, value)
