@@ -305,3 +305,58 @@ def test_crun_is_exact_measured(report, rootfs, tmp_path):
                        capture_output=True)
     assert crun["bpf_annotation"] is True and crun["verdict"] == "exact"
     assert "verdict: exact" in text
+
+
+def test_host_libseccomp_of_this_host_predicts_runc_and_crun(report, rootfs, tmp_path):
+    """hostlib's answers for this host's libseccomp (Debian 12: 2.5.4-debian12 in
+    known.csv) against the filters plain runc and crun really load for Docker's profile,
+    on every x86_64 number of the shared table."""
+    from ocishim import hostlib
+    from ocishim.arch import BY_NAME
+    from ocishim.bpf.insn import decode
+    from ocishim.explain import answer
+    from ocishim.patch import patch_profile
+    from ocishim.profile import load_object
+
+    data, _ = report
+    if _dpkg_version("libseccomp2") != "2.5.4-1+deb12u1":
+        pytest.skip(f"known.csv's 2.5.4-debian12 describes Debian 12's libseccomp2 2.5.4-1+deb12u1, "
+                    f"not {_dpkg_version('libseccomp2')}")
+    if reason := bundles.missing_runtime("crun"):
+        pytest.skip(reason)
+    seccomp = bundles.docker_profile()
+    bundles.spec(tmp_path, rootfs, ["sleep", "30"], seccomp)
+    runc_program = _read_back_runc(tmp_path, f"h10-doctor-{uuid.uuid4().hex[:8]}")
+    cid, root = f"h10-doctor-{uuid.uuid4().hex[:8]}", tmp_path / "crun-root"
+    proc = subprocess.Popen([*bundles.crun_prefix(), "crun", "--root", str(root), *bundles.CRUN_ARGS, "run",
+                             "--bundle", str(tmp_path), cid], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        loaded = root / cid / "seccomp.bpf"
+        deadline = time.monotonic() + 30
+        while not loaded.exists() or subprocess.run(["crun", "--root", str(root), "state", cid],
+                                                    capture_output=True).returncode != 0:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "crun did not start"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        crun_program = decode(loaded.read_bytes())
+    finally:
+        subprocess.run(["crun", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
+        proc.wait(timeout=30)
+        subprocess.run([*bundles.crun_prefix(), "crun", "--root", str(root), "delete", "--force", cid],
+                       capture_output=True)
+    profile = load_object(json.loads((tmp_path / "config.json").read_text()), kind="config").profile
+    x86_64 = BY_NAME["x86_64"]
+    with open(SYSCALLS_CSV, newline="") as f:
+        pairs = [(r["name"], int(r["nr"])) for r in csv.DictReader(f) if r["arch"] == "x86_64"]
+    predicted = hostlib.plain_answers(profile, patch_profile(profile, "off"), [x86_64], "2.5.4-debian12",
+                                      {"x86_64": pairs})
+    differences = []
+    for name, nr in pairs:
+        for runtime, program in (("runc", runc_program), ("crun", crun_program)):
+            real, _ = answer(program, x86_64, nr)
+            if predicted[(runtime, "x86_64", nr)] != real:
+                differences.append((runtime, name, nr, predicted[(runtime, "x86_64", nr)], real))
+    assert differences == []
+    assert len(pairs) > 350

@@ -160,17 +160,24 @@ def cmd_explain(args) -> int:
                                        f"({', '.join(a.name for a in compiled.arches)})")
     only = select(args.syscalls, arches)
     entries = explain(profile, arches, compiled.program, patched.program, only)
+    if args.host_libseccomp:
+        from .hostlib import annotate, parse_version
+
+        entries = annotate(entries, profile, parse_version(args.host_libseccomp))
     if args.json:
         json.dump([e.as_json() for e in entries], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     mode = str(patched.mode) + (f", emulating kernel {args.emulate_kernel}" if args.emulate_kernel else "")
+    if args.host_libseccomp:
+        print(f"runc:, crun: what plain runc and crun answer on a host with libseccomp {args.host_libseccomp}")
     print(f"{'arch':<8} {'nr':>10}  {'syscall':<24} {'before (libseccomp)':<22} after (--enosys {mode})")
     for e in entries:
         mark = "" if e.before == e.after else "  *"
         nr = f"{e.nr:#x}" if e.nr >= 0x10000 else str(e.nr)
         name = e.name if e.name is not None else "(not in table)"
-        print(f"{e.arch:<8} {nr:>10}  {name:<24} {e.before:<22} {e.after}{mark}")
+        plain = "".join(f"  {runtime}: {value}" for runtime, value in e.plain)
+        print(f"{e.arch:<8} {nr:>10}  {name:<24} {e.before:<22} {e.after}{mark}{plain}")
         for r in e.rules:
             print(f"{'':<8} {'':>10}  {'':<24}   {r}")
     _print_runtime_notes(profile, patched)
@@ -660,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only this architecture of the filter (amd64, x86_64, arm64, i386...)")
     sp.add_argument("--json", action="store_true",
                     help="print a JSON list of {arch, name, nr, before, after} instead of a table")
+    sp.add_argument("--host-libseccomp", metavar="VERSION",
+                    help="also show what plain runc and crun answer on a host with this libseccomp "
+                         "(2.4.1, 2.5.4, 2.5.4-debian12, 2.6.0...; JSON keys runc and crun)")
     mode_args(sp)
     sp.set_defaults(func=cmd_explain)
 

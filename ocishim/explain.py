@@ -28,12 +28,17 @@ class Entry:
     before: str
     after: str
     rules: tuple[str, ...] = ()  # the profile's argument rules, when an answer depends on args
+    # (runtime, answer) of plain runc and crun on a host with another libseccomp
+    # (--host-libseccomp, hostlib.py)
+    plain: tuple[tuple[str, str], ...] = ()
 
     def as_json(self) -> dict:
         out = {"arch": self.arch, "name": self.name, "nr": self.nr,
                "before": self.before, "after": self.after}
         if self.rules:
             out["rules"] = list(self.rules)
+        for runtime, value in self.plain:
+            out[runtime] = value
         return out
 
 
