@@ -316,7 +316,8 @@ def cmd_run(args) -> int:
 
     mode, emulate = _mode(args)
     return run(args.bundle, args.runtime, args.id, mode, emulate, args.runtime_arg,
-               unknown_fail=args.unknown_syscall == "fail")
+               unknown_fail=args.unknown_syscall == "fail",
+               audit_socket=args.audit_socket if args.audit else None)
 
 
 def cmd_agent(args) -> int:
@@ -349,6 +350,21 @@ def cmd_hook(args) -> int:
     # main_precreate reads sys.stdin inside its own error handling, so a bad input is
     # refused (exit 2) and logged there like any other bad config.
     return main_precreate()
+
+
+def cmd_cache(args) -> int:
+    """`ocishim cache stats|clear` for the directory the hook and the wrapper use."""
+    from . import filtercache
+    from .integrations.settings import load_settings
+
+    where = filtercache.location(load_settings())
+    if args.action == "clear":
+        print(f"{where}: removed {filtercache.clear(where)} entries")
+        return 0
+    found = filtercache.stats(where)
+    print(f"directory: {found.directory}\nstate: {found.state}\nentries: {found.entries}\n"
+          f"bytes: {found.bytes} (at most {found.max_bytes})")
+    return 0
 
 
 def cmd_install(args) -> int:
@@ -391,6 +407,8 @@ def cmd_verify(args) -> int:
             print(f"{r.check}: {verdict} ({r.leaves} program paths, {r.pieces} pieces compared)")
             for item in r.differences + r.undecided:
                 print(f"  {item.text()}")
+        for note in result.patched.notes:
+            print(note)
     return 0 if result.agrees else 3
 
 
@@ -430,9 +448,9 @@ def _libseccomp_path() -> str | None:
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                path = line.split(maxsplit=5)[5].strip() if line.count(" ") >= 5 else ""
-                if "/libseccomp.so" in path:
-                    return path
+                fields = line.split(maxsplit=5)  # anonymous mappings have no sixth field
+                if len(fields) == 6 and "/libseccomp.so" in fields[5]:
+                    return fields[5].strip()
     except (OSError, IndexError):
         pass
     return None
@@ -701,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
                     help="a global flag for the runtime, repeatable, e.g. --runtime-arg=--root=/run/x")
     mode_args(sp)
+    audit_args(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = _add_command(sub, "disasm")
@@ -823,6 +842,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print, per container, the refused syscalls of a JSON log and exit")
     sp.set_defaults(func=cmd_agent)
 
+    sp = sub.add_parser(
+        "cache", help="show or empty the compiled-filter cache of the hook, the wrapper and run",
+        description="The hook, ocishim-runtime and `ocishim run` keep each filter they build in a\n"
+                    "root-only directory (default /var/cache/ocishim; \"cache\" in the settings or\n"
+                    "$OCISHIM_CACHE moves it or turns it off) and reuse it for the same profile,\n"
+                    "settings, syscall table, libseccomp and ocishim. stats prints the directory, its\n"
+                    "entries and size; clear removes every entry.",
+        epilog="examples:\n  ocishim cache stats\n  ocishim cache clear",
+        formatter_class=_FORMATTER)
+    sp.add_argument("action", choices=("stats", "clear"), help="stats or clear")
+    sp.set_defaults(func=cmd_cache)
+
     sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
                         formatter_class=_FORMATTER)
     sp.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
@@ -845,6 +876,26 @@ def _cmd_help(parser: argparse.ArgumentParser, sub, args) -> int:
     return 0
 
 
+def _hook_precreate() -> int:
+    """`ocishim hook precreate` as podman runs it, without building the whole parser.
+
+    The libseccomp check is every command's, through ctypes (filtercache): a
+    compiled-filter cache hit then imports no libseccomp binding at all.
+    """
+    from .filtercache import require_libseccomp
+    from .integrations.hook import main_precreate
+
+    try:
+        require_libseccomp()
+    except OcishimError as exc:
+        print(f"ocishim: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # no libseccomp at all, as the binding's import would fail
+        print(f"ocishim: libseccomp: cannot load: {exc}", file=sys.stderr)
+        return 1
+    return main_precreate()
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text, 0)
@@ -855,8 +906,10 @@ def _is_int(text: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `ocishim` command; returns the exit code."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["hook", "precreate"]:
+        return _hook_precreate()  # once per container: no parser, no libseccomp binding
+    parser = build_parser()
     command: list[str] | None = None
     if "exec" in argv and "--" in argv[argv.index("exec"):]:
         # Everything after `--` is the command, options included.

@@ -39,6 +39,8 @@ MAGIC = b"ocishim-filter-cache 1\n"
 MAX_BYTES = 64 << 20  # the directory's bound; the oldest entries go first
 MAX_ENTRY_BYTES = 8 << 20  # far above a 4096-instruction program with its profile
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"  # the same name as integrations.config's
+LIBSECCOMP_SONAME = "libseccomp.so.2"
+MINIMUM_LIBSECCOMP = (2, 5, 0)  # libseccomp.MINIMUM (a test checks that they agree)
 _ENTRY_NAME = re.compile(r"[0-9a-f]{64}")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -123,28 +125,56 @@ def key(request: Request, host: Host) -> str:
 _host: Host | None = None
 
 
+def _libseccomp() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(_libseccomp_soname())
+
+
+def libseccomp_version() -> str:
+    """The version of the libseccomp a binding would load, by ctypes ("2.5.4")."""
+    import ctypes
+
+    function = _libseccomp().seccomp_version
+    function.restype = ctypes.POINTER(ctypes.c_uint * 3)
+    return ".".join(str(v) for v in function().contents)
+
+
 def host() -> Host:
-    """This process's Host, computed once: libseccomp by ctypes, not by its binding."""
+    """This process's Host, computed once: libseccomp by ctypes, not by its binding.
+
+    Raises OSError or AttributeError when libseccomp cannot be loaded or lacks a function.
+    """
     global _host
     if _host is None:
         import ctypes
 
         from . import __version__
 
-        lib = ctypes.CDLL(_libseccomp_soname())
-        lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
-        lib.seccomp_arch_native.restype = ctypes.c_uint32
-        version = ".".join(str(v) for v in lib.seccomp_version().contents)
+        native = _libseccomp().seccomp_arch_native
+        native.restype = ctypes.c_uint32
         _host = Host(__version__, code_fingerprint(),
                      _file_digest(os.path.join(_PACKAGE, "syscalls", "_data.py")),
-                     version, lib.seccomp_arch_native())
+                     libseccomp_version(), native())
     return _host
 
 
 def _libseccomp_soname() -> str:
-    # The library ocishim.libseccomp loads: pyseccomp's dlopen name, by default the soname
-    # (then ld.so hands back the copy a binding already loaded).
-    return os.environ.get("PYSECCOMP_LIBSECCOMP") or "libseccomp.so.2"
+    # The name pyseccomp dlopens (ctypes.util.find_library("seccomp") answers the soname,
+    # by running ldconfig: 20 ms and more) and the Cython binding links against; ld.so
+    # resolves it the same way for both, LD_LIBRARY_PATH included.
+    return LIBSECCOMP_SONAME
+
+
+def require_libseccomp() -> None:
+    """libseccomp.require() without importing a binding: the same check and message."""
+    from .errors import SystemFailure
+
+    text = libseccomp_version()
+    if tuple(int(v) for v in text.split(".")) < MINIMUM_LIBSECCOMP:
+        raise SystemFailure("libseccomp", f"found version {text} "
+                                          f"({LIBSECCOMP_SONAME}); ocishim needs "
+                                          f"{'.'.join(map(str, MINIMUM_LIBSECCOMP))} or newer")
 
 
 def _file_digest(path: str) -> str:
@@ -429,7 +459,10 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
     request = Request(hashlib.sha256(jsontext.dumps(seccomp).encode()).hexdigest(),
                       _settings_tuple(settings.mode, settings.emulate, settings.unknown_fail),
                       chosen)
-    name = key(request, host())
+    try:
+        name = key(request, host())
+    except (OSError, AttributeError):  # libseccomp unloadable: the build says so, plainly
+        return _build(config, source, settings, container)
     found = load(cache, name)
     if found is not None:
         return Outcome(_apply(config, found, source), found, cached=True)

@@ -21,17 +21,13 @@ escaped (a newline could forge a log entry) and length is capped.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
-import platform
 import re
-import shutil
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import time
 from collections import deque
@@ -273,8 +269,8 @@ def _is_devnull(fd: int) -> bool:
 
 
 # pidfd_getfd(2): the same number on every arch since the 424+ numbers were unified
-# (alpha adds 110).
-SYS_PIDFD_GETFD = 548 if platform.machine() == "alpha" else 438
+# (alpha adds 110). os.uname, not platform: every hook and wrapper start imports this.
+SYS_PIDFD_GETFD = 548 if os.uname().machine == "alpha" else 438
 
 
 def _dup_from(pid: int, target: int) -> int | None:
@@ -289,6 +285,8 @@ def _dup_from(pid: int, target: int) -> int | None:
         # The pidfd pins the process: if our parent is still pid now, it is the one we hold.
         if os.getppid() != pid:
             return None
+        import ctypes  # only on a refusal: not on every start
+
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(target),
                           ctypes.c_uint(0))
@@ -398,6 +396,8 @@ def _journal_time(usec: str) -> str:
 
 
 def _read_journal(n: int) -> list[Entry]:
+    import subprocess
+
     proc = subprocess.run(["journalctl", "-t", IDENTIFIER, "-n", str(n), "-o", "json", "--no-pager"],
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
@@ -423,6 +423,8 @@ def sources(settings: Any) -> list[str]:
     found: list[str] = []
     if target not in ("auto", "journal", "syslog"):
         found.append(target)
+    import shutil
+
     # journald also receives what is sent to /dev/log on a systemd host.
     if os.path.exists(JOURNAL_SOCKET) and shutil.which("journalctl"):
         found.append("journal")
@@ -435,6 +437,8 @@ def sources(settings: Any) -> list[str]:
 
 def read_recent(settings: Any, n: int = 20, paths: Iterable[str] | None = None) -> list[Entry]:
     """The last n entries ocishim logged, oldest first, from every source it may have used."""
+    import subprocess
+
     per_source: list[list[Entry]] = []
     for source in (list(paths) if paths is not None else sources(settings)):
         try:

@@ -349,7 +349,7 @@ def _patch(inv: Invocation, seen: dict) -> str:
 
     `seen` gets the settings once read, so that a refusal is logged where they say.
     """
-    from .. import libseccomp
+    from ..filtercache import require_libseccomp
     from .log import log
     from .settings import load_settings
 
@@ -358,7 +358,7 @@ def _patch(inv: Invocation, seen: dict) -> str:
         raise UsageError(CONFIG_FLAG, f"{inv.settings}: no such settings file")
     settings = seen["settings"] = load_settings(settings_path(inv))  # a broken file: no container
     real = find_real_runtime(inv, settings.runtime)
-    libseccomp.require()
+    require_libseccomp()  # without the binding's import: a cache hit never needs it
     done = patch_config(config_of(inv, runtime_kind(real)), settings, log)
     log(settings, "info", f"{inv.command}: {done}", stderr=False)
     return real
