@@ -8,10 +8,15 @@ host's, in a killable child: some rule sets make 2.5.4 loop), and the checker co
 the program with the profile's meaning (ocishim.verify). A rule set where they differ is
 shrunk to the smallest one that still differs, and printed once per shape.
 
-    .venv/bin/python scripts/hunt_libseccomp.py [--count N] [--seed S] [--json]
+    .venv/bin/python scripts/hunt_libseccomp.py [--count N] [--seed S] [--json] [--pfc] [--kernel]
 
 A difference is a lead, not a verdict: the meaning (verify/meaning.py) can be wrong too.
-Confirm each on the kernel and with libseccomp's PFC export before pinning it.
+--pfc reads libseccomp's own PFC export of the rules (tests/verify/libseccomp_pfc.py)
+at each witness: where it agrees with the meaning and not with the program, libseccomp's
+BPF generator departs from its own rule tree; where it agrees with the program, the rule
+tree or the meaning is wrong. --kernel runs libseccomp's program, neutralised, on each
+witness (tests/kernel/harness.py; x86_64, x86 and x32 only). Pinned bugs live in
+tests/verify/libseccomp_bugs.py.
 """
 
 from __future__ import annotations
@@ -179,6 +184,44 @@ def _cond_text(c: ArgCond) -> str:
     return f"a{c.index} {sym[c.op]} {c.value:#x}"
 
 
+def _tests_module(name: str):
+    """A helper of the test suite (tests/ is not a package)."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    return __import__(name, fromlist=["_"])
+
+
+def pfc_notes(finding: Finding) -> list[str]:
+    """For each witness: whom libseccomp's PFC export agrees with."""
+    pfc = _tests_module("verify.libseccomp_pfc")
+    text = pfc.profile_pfc(finding.profile, NATIVE)
+    out = []
+    for d in finding.differences:
+        w = d.witness
+        says = pfc.answer(text, w.arch, w.nr, w.args)
+        who = "the meaning" if says == d.want else "the program" if says == d.got else f"neither ({says:#x})"
+        out.append(f"PFC agrees with {who}")
+    return out
+
+
+def kernel_notes(finding: Finding) -> list[str]:
+    """For each witness: the kernel's answer under libseccomp's program (neutralised)."""
+    harness = _tests_module("kernel.harness")
+    program = compile_module.compile_profile(finding.profile, NATIVE).program
+    calls, out = [], []
+    for d in finding.differences:
+        w = d.witness
+        if w.arch not in ("x86_64", "x86", "x32"):
+            out.append(f"not runnable here ({w.arch})")
+            continue
+        calls.append(harness.Call(w.nr, w.args, "i386" if w.arch == "x86" else "x86_64"))
+        out.append("")
+    answers = iter(harness.kernel_results(program, calls))
+    return [note or ("kernel confirms" if (k := next(answers)) == d.got else f"kernel says {k:#x}!")
+            for note, d in zip(out, finding.differences)]
+
+
 def hunt(count: int, seed: int, name: str = "personality") -> list[Finding]:
     rnd = random.Random(seed)
     shapes: dict[str, Finding] = {}
@@ -197,17 +240,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pfc", action="store_true", help="compare each witness with libseccomp's PFC export")
+    parser.add_argument("--kernel", action="store_true", help="run each witness on the kernel")
     args = parser.parse_args(argv)
     compile_module.COMPILE_TIMEOUT = 3.0
     findings = hunt(args.count, args.seed)
+    records = []
+    for f in findings:
+        notes = [[] for _ in f.differences]
+        for wanted, fn in ((args.pfc, pfc_notes), (args.kernel, kernel_notes)):
+            if wanted:
+                for n, note in zip(notes, fn(f)):
+                    n.append(note)
+        records.append((f, notes))
     if args.json:
-        print(json.dumps([{"profile": describe(f.profile), "differences": [d.as_json() for d in f.differences]}
-                          for f in findings], indent=1))
+        print(json.dumps([{"profile": describe(f.profile),
+                           "differences": [dict(d.as_json(), notes=n) for d, n in zip(f.differences, notes)]}
+                          for f, notes in records], indent=1))
     else:
-        for f in findings:
+        for f, notes in records:
             print(describe(f.profile))
-            for d in f.differences[:4]:
-                print("    " + d.text())
+            for d, n in list(zip(f.differences, notes))[:4]:
+                print("    " + d.text() + "".join(f"  [{x}]" for x in n))
             print()
     print(f"{len(findings)} shapes from {args.count} rule sets", file=sys.stderr)
     return 1 if findings else 0
