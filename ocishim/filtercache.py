@@ -253,7 +253,7 @@ def open_cache(where: str, create: bool = True) -> tuple[Cache | None, str | Non
     if st.st_mode & 0o077:
         return None, (f"cache directory {where}: mode {stat.S_IMODE(st.st_mode):04o}, "
                       "must be 0700; cache not used")
-    return Cache(where), None
+    return Cache(where, MAX_BYTES), None
 
 
 def _untrusted_parents(path: str) -> str | None:
@@ -353,6 +353,12 @@ def store(cache: Cache, name: str, value: Filter) -> None:
     data = encode_entry(name, value)
     if len(data) > MAX_ENTRY_BYTES:
         return
+    try:
+        # Whatever was there (damaged, another owner's, a symlink) goes, not its mode:
+        # the writer keeps an old file's permission bits.
+        os.unlink(cache.path(name))
+    except FileNotFoundError:
+        pass
     write_atomically(cache.path(name), data)
     evict(cache)
 
@@ -468,10 +474,12 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
         return Outcome(_apply(config, found, source), found, cached=True)
     outcome = _build(config, source, settings, container)
     if outcome.filter is not None:
+        from .errors import OcishimError
+
         try:
             store(cache, name, outcome.filter)
-        except OSError:
-            pass  # a full disk costs the next container a compile, nothing more
+        except (OSError, OcishimError):
+            pass  # a full disk or a directory in the entry's place: the next start compiles
     return outcome
 
 
