@@ -19,6 +19,9 @@ integration test runs, go through the same tests). For each one:
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -75,6 +78,23 @@ def test_verify_reports_the_bug_with_witnesses(name):
     if name in BUGS:
         assert any(strictness(d.got) < strictness(d.want) for d in differences), \
             f"{bug.why}: no witness where libseccomp's program is weaker"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_ocishim_verify_reports_the_bug(name, tmp_path):
+    """`ocishim verify CONFIG --json`: exit 3, and libseccomp's program differs from the
+    profile at witnesses that show what the rules mean."""
+    bug = ALL[name]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"ociVersion": "1.0.2", "linux": {"seccomp": bug.seccomp}}))
+    proc = subprocess.run([sys.executable, "-m", "ocishim", "verify", str(config), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    report = next(r for r in json.loads(proc.stdout) if r["check"] == "libseccomp vs profile")
+    assert not report["agrees"] and report["differences"]
+    for d in report["differences"]:
+        w = d["witness"]
+        assert d["expected_value"] == bug.means(w["arch"], tuple(w["args"])) != d["got_value"], d
 
 
 @pytest.mark.kernel
