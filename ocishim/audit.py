@@ -42,7 +42,7 @@ from . import syscalls
 from .actions import ENOSYS, MAX_ERRNO, RET_ACTION_FULL, RET_DATA, RET_ERRNO, RET_USER_NOTIF
 from .bpf import emu, reach
 from .bpf.asm import Cond, Goto, Item, Label, assemble
-from .bpf.insn import BPF_MAXINSNS, JEQ, JMP, K, RET, Insn, decode, encode, ld_abs, ret
+from .bpf.insn import BPF_MAXINSNS, JEQ, JMP, K, Insn, decode, encode, ld_abs, ret
 from .errors import BpfError, CompileError, ProfileError
 from .patch import Patched
 from .profile.model import Profile

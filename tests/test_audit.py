@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
