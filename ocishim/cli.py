@@ -412,6 +412,13 @@ def cmd_verify(args) -> int:
     return 0 if result.agrees else 3
 
 
+def cmd_scan(args) -> int:
+    """Predict an image's breakage before and after ocishim (ocishim/scan/)."""
+    from .scan import cmd_scan as run
+
+    return run(args, _load, _mode)
+
+
 def cmd_doctor(args) -> int:
     """Print the host report (ocishim/doctor.py)."""
     from .doctor import cmd_doctor as run
@@ -578,6 +585,19 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "it with `ocishim install podman-hook`.",
         "example:\n"
         "  ocishim hook precreate < config.json > patched.json"),
+    "scan": (
+        "predict which syscalls of an image break under a profile, before and after ocishim",
+        "Read every ELF file of ROOTFS (a root file system, an OCI image layout, or a docker\n"
+        "save / podman save archive, layers and whiteouts applied): the libc and its\n"
+        "version, the machines, static and Go binaries. For each syscall those need ENOSYS\n"
+        "for, say what the plain runtime answers (on this host, or with --host-libseccomp)\n"
+        "and what it answers with ocishim, and what breaks. PROFILE defaults to Docker's\n"
+        "default profile. Exit status: 0 nothing breaks after ocishim, 3 something does,\n"
+        "2 bad input.",
+        "examples:\n"
+        "  ocishim scan /srv/rootfs/trixie docker-default-20.10.0.json\n"
+        "  ocishim scan image.tar --runtime crun --json\n"
+        "  ocishim scan ./oci-layout profile.json --host-libseccomp 2.4.1"),
     "doctor": (
         "report what this host's kernel, libseccomp and runtimes do with new syscalls",
         "The running kernel; the libseccomp ocishim loads, its API level and the syscalls this\n"
@@ -753,6 +773,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _add_command(sub, "hook")
     sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
     sp.set_defaults(func=cmd_hook)
+
+    sp = _add_command(sub, "scan")
+    sp.add_argument("rootfs", metavar="ROOTFS",
+                    help="root file system directory, OCI image layout, or docker/podman save archive")
+    sp.add_argument("profile", metavar="PROFILE", nargs="?",
+                    help="bundle, config.json, linux.seccomp or Docker profile (default: Docker's default)")
+    sp.add_argument("--caps", metavar="CAP,...",
+                    help="capabilities for a Docker profile's includes/excludes (default: Docker's default set)")
+    sp.add_argument("--kernel", metavar="X.Y",
+                    help="kernel version for a Docker profile's minKernel (default: the running kernel)")
+    sp.add_argument("--runtime", default="runc", help="the plain runtime to compare with: runc (default) or crun")
+    sp.add_argument("--host-libseccomp", metavar="VERSION",
+                    help="the plain runtime's libseccomp, as on another host (default: this host's)")
+    sp.add_argument("--json", action="store_true",
+                    help="print {libc, machines, findings: [{arch, syscall, function, before, after, "
+                         "breaks_before, breaks_after}]}")
+    mode_args(sp)
+    sp.set_defaults(func=cmd_scan)
 
     sp = _add_command(sub, "doctor")
     sp.add_argument("--profile", metavar="FILE",

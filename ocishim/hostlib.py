@@ -18,7 +18,7 @@ as hostlib_data.py (scripts/gen_hostlib_table.py).
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from . import libseccomp, syscalls
 from .actions import ENOSYS, RET_ALLOW, RET_ERRNO, RET_LOG, RET_TRACE, describe
@@ -76,18 +76,42 @@ def _local_arch(name: str) -> Arch | None:
     return arch if arch is not None and arch in libseccomp.supported_arches() else None
 
 
-def dropped(profile: Profile, version: str, arch: Arch, native: Arch) -> frozenset[str]:
-    """Names of the profile's rules that a runtime with this libseccomp skips on arch."""
-    names = {n for rule in profile.syscalls for n in rule.names}
-    return frozenset(n for n in names
-                     if resolves(version, native.name, n) is None or resolves(version, arch.name, n) is None)
+Resolver = Callable[[str, str], "int | None"]
 
 
-def runc_max(profile: Profile, version: str, arch: Arch) -> int | None:
-    """The highest number this libseccomp resolves on arch among the profile's names:
-    runc's stub answers ENOSYS above it."""
-    numbers = [nr for rule in profile.syscalls for n in rule.names
-               if (nr := resolves(version, arch.name, n)) is not None]
+def resolver(version: str | None) -> Resolver:
+    """(arch name, syscall name) -> number, for release `version` of known.csv, or for
+    the libseccomp ocishim loads (None)."""
+    if version is not None:
+        return functools.partial(resolves, version)
+
+    def local(arch: str, name: str) -> int | None:
+        found = _local_arch(arch)
+        if found is None:
+            return None
+        nr = libseccomp.resolve_name(found, name)
+        if nr < -1:  # a pseudo number: known, routed to socketcall/ipc
+            return syscalls.resolve(arch, name)
+        return nr if nr >= 0 else None
+    return local
+
+
+def _as_resolver(version: "str | Resolver") -> Resolver:
+    return resolver(version) if isinstance(version, str) else version
+
+
+def dropped(names: Iterable[str], version: "str | Resolver", arch: Arch, native: Arch) -> frozenset[str]:
+    """The names a runtime with this libseccomp skips on arch: it resolves each name on the
+    native arch first, and libseccomp adds the rule only where it knows the name."""
+    resolve = _as_resolver(version)
+    return frozenset(n for n in names if resolve(native.name, n) is None or resolve(arch.name, n) is None)
+
+
+def runc_max(names: Iterable[str], version: "str | Resolver", arch: Arch) -> int | None:
+    """The highest number this libseccomp resolves on arch among the names: runc's stub
+    answers ENOSYS above it."""
+    resolve = _as_resolver(version)
+    numbers = [nr for n in names if (nr := resolve(arch.name, n)) is not None]
     return max(numbers, default=None)
 
 
@@ -97,18 +121,18 @@ def runc_stub_applies(default_action: int) -> bool:
     return not permissive and default_action != RET_ERRNO | ENOSYS
 
 
-def plain_answer(runtime: str, profile: Profile, exact: str, default_action: int,
-                 version: str, arch: Arch, native: Arch, nr: int, name: str | None) -> str:
-    """What plain `runtime` on a host with libseccomp `version` answers for (arch, nr).
+def plain_answer(runtime: str, names: frozenset[str], exact: str, default_action: int,
+                 version: "str | Resolver", arch: Arch, native: Arch, nr: int, name: str | None) -> str:
+    """What plain `runtime` answers for (arch, nr) given a profile listing `names`.
 
     exact is the answer of the profile's rules as libseccomp compiles them (ocishim's
     `off` program): it stands wherever the runtime keeps the rule.
     """
     if runtime == "runc" and runc_stub_applies(default_action):
-        top = runc_max(profile, version, arch)
+        top = runc_max(names, version, arch)
         if top is not None and nr > top:
             return describe(RET_ERRNO | ENOSYS)
-    if name is not None and name in dropped(profile, version, arch, native):
+    if name is not None and name in names and name in dropped((name,), version, arch, native):
         return describe(default_action)
     return exact
 
@@ -122,6 +146,8 @@ def plain_answers(profile: Profile, off, arches: Iterable[Arch], version: str,
 
     native = libseccomp.native()
     default = off.compiled.default_action
+    names = frozenset(n for rule in profile.syscalls for n in rule.names)
+    resolve = resolver(version)
     out: dict[tuple[str, str, int], str] = {}
     for arch in arches:
         if arch.name not in syscalls.arches():
@@ -130,7 +156,7 @@ def plain_answers(profile: Profile, off, arches: Iterable[Arch], version: str,
         for name, nr in pairs:
             exact, _ = answer(off.program, arch, nr)
             for runtime in RUNTIMES:
-                out[(runtime, arch.name, nr)] = plain_answer(runtime, profile, exact, default, version,
+                out[(runtime, arch.name, nr)] = plain_answer(runtime, names, exact, default, resolve,
                                                              arch, native, nr, name)
     return out
 

@@ -1,0 +1,175 @@
+"""What an ELF file says about the syscalls it will make: machine, libc, Go.
+
+Read with pyelftools, one file at a time:
+- the machine (e_machine, class, byte order, MIPS ABI flags) as the filter's arch name;
+- static or dynamic (PT_INTERP, DT_NEEDED);
+- glibc's version from libc.so.6's version definitions (the highest GLIBC_2.N it
+  defines), musl's from its loader (ld-musl-ARCH.so.1 carries the version it prints);
+- a static glibc from the tunables compiled in (each names the release that added it:
+  a lower bound), a static musl from the message table only musl has;
+- Go: the version recorded in .go.buildinfo (Go 1.18 and later put it inline).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError, ELFParseError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerDefSection
+
+# e_machine -> arch by (class, little endian); MIPS is told apart by its ABI flags below.
+_MACHINES = {
+    "EM_X86_64": {(64, True): "x86_64", (32, True): "x32"},
+    "EM_386": {(32, True): "x86"},
+    "EM_AARCH64": {(64, True): "aarch64"},
+    "EM_ARM": {(32, True): "arm"},
+    "EM_PPC64": {(64, True): "ppc64le", (64, False): "ppc64"},
+    "EM_PPC": {(32, False): "ppc"},
+    "EM_S390": {(64, False): "s390x", (32, False): "s390"},
+    "EM_RISCV": {(64, True): "riscv64"},
+    "EM_LOONGARCH": {(64, True): "loongarch64"}, 258: {(64, True): "loongarch64"},
+    "EM_68K": {(32, False): "m68k"},
+    "EM_SH": {(32, True): "sh", (32, False): "sheb"},
+    "EM_PARISC": {(32, False): "parisc", (64, False): "parisc64"},
+}
+EF_MIPS_ABI2 = 0x20  # n32
+
+# Tunables a static glibc carries, and the release that added each (glibc NEWS).
+GLIBC_TUNABLES = (
+    ("glibc.malloc.tcache_count", (2, 26)), ("glibc.cpu.x86_ibt", (2, 28)),
+    ("glibc.malloc.mxfast", (2, 30)), ("glibc.rtld.nns", (2, 33)), ("glibc.mem.tagging", (2, 33)),
+    ("glibc.pthread.stack_cache_size", (2, 34)), ("glibc.pthread.rseq", (2, 35)),
+    ("glibc.rtld.dynamic_sort", (2, 35)), ("glibc.malloc.hugetlb", (2, 35)),
+    ("glibc.pthread.stack_hugetlb", (2, 38)), ("glibc.mem.decorate_maps", (2, 39)),
+    ("glibc.cpu.x86_memset_non_temporal_threshold", (2, 40)), ("glibc.rtld.execstack", (2, 41)),
+)
+MUSL_MARKER = b"No error information"  # musl's strerror for unknown errors; glibc says "Unknown error"
+_GO_MAGIC = b"\xff Go buildinf:"
+_MUSL_VERSION = re.compile(rb"\x00(1\.[0-9]\.[0-9]{1,2})\x00")
+_GLIBC_VERSION = re.compile(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
+
+Version = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ElfFacts:
+    path: str
+    arch: str | None
+    interpreter: str | None
+    needed: tuple[str, ...]
+    glibc_defines: Version | None  # this file is a glibc libc.so: the newest GLIBC_ version
+    musl_version: Version | None  # this file is musl's loader/libc and names its version
+    static_libc: tuple[str, Version | None] | None  # ("glibc", floor) or ("musl", None)
+    go_version: str | None
+
+    @property
+    def static(self) -> bool:
+        return self.interpreter is None and not self.needed
+
+
+class NotReadable(Exception):
+    """A file with the ELF magic that pyelftools cannot read: skipped with a warning."""
+
+
+def read(image_path: str, local_path: str) -> ElfFacts:
+    """The facts of one ELF file (local_path is where its bytes are on this machine)."""
+    try:
+        with open(local_path, "rb") as f:
+            elf = ELFFile(f)
+            arch = _arch(elf)
+            interpreter = _interpreter(elf)
+            needed = _needed(elf)
+            glibc = _glibc_defines(elf) if "libc.so" in image_path.rsplit("/", 1)[-1] else None
+            go = _go_version(elf)
+            name = image_path.rsplit("/", 1)[-1]
+            is_musl = name.startswith("ld-musl-") or name.startswith("libc.musl-")
+            is_static = interpreter is None and not needed and go is None
+            data = b""
+            if is_musl or is_static:  # only these need the bytes searched
+                f.seek(0)
+                data = f.read()
+    except (ELFError, ELFParseError, OSError, ValueError, KeyError, IndexError, struct.error) as exc:
+        raise NotReadable(f"{image_path}: {exc}") from None
+    musl = None
+    if is_musl:
+        m = _MUSL_VERSION.search(data)
+        musl = tuple(int(x) for x in m.group(1).split(b".")) if m else None
+    static_libc = _static_libc(data) if is_static else None
+    return ElfFacts(image_path, arch, interpreter, needed, glibc, musl, static_libc, go)
+
+
+def _arch(elf: ELFFile) -> str | None:
+    machine = elf["e_machine"]
+    bits, little = elf.elfclass, elf.little_endian
+    if machine == "EM_MIPS":
+        if bits == 32:
+            return "mipsel" if little else "mips"
+        n32 = bool(elf["e_flags"] & EF_MIPS_ABI2)
+        return ("mipsel64n32" if n32 else "mipsel64") if little else ("mips64n32" if n32 else "mips64")
+    return _MACHINES.get(machine, {}).get((bits, little))
+
+
+def _interpreter(elf: ELFFile) -> str | None:
+    for segment in elf.iter_segments():
+        if segment["p_type"] == "PT_INTERP":
+            return segment.get_interp_name()
+    return None
+
+
+def _needed(elf: ELFFile) -> tuple[str, ...]:
+    out = []
+    for section in elf.iter_sections():
+        if isinstance(section, DynamicSection):
+            out += [tag.needed for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+    return tuple(out)
+
+
+def _glibc_defines(elf: ELFFile) -> Version | None:
+    """The newest GLIBC_x.y a libc.so defines (its version definitions, .gnu.version_d)."""
+    best = None
+    for section in elf.iter_sections():
+        if isinstance(section, GNUVerDefSection):
+            for _, aux in section.iter_versions():
+                for entry in aux:
+                    m = _GLIBC_VERSION.match(entry.name)
+                    if m:
+                        v = (int(m.group(1)), int(m.group(2)))
+                        best = v if best is None or v > best else best
+    return best
+
+
+def _go_version(elf: ELFFile) -> str | None:
+    """The Go version in .go.buildinfo (Go 1.18+: inline, after a 32-byte header)."""
+    section = elf.get_section_by_name(".go.buildinfo")
+    if section is None:
+        return None
+    data = section.data()
+    if not data.startswith(_GO_MAGIC) or len(data) < 33:
+        return None
+    if data[15] & 0x2:  # inline strings: a varint length, then the bytes
+        length, pos, shift = 0, 32, 0
+        while pos < len(data):
+            byte = data[pos]
+            length |= (byte & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not byte & 0x80:
+                break
+        text = data[pos:pos + length].decode("utf-8", "replace")
+        return text if text.startswith("go") else None
+    m = re.search(rb"go1\.\d+(?:\.\d+)?", data)
+    return m.group(0).decode() if m else "go (version unknown)"
+
+
+def _static_libc(data: bytes) -> tuple[str, Version | None] | None:
+    """A static binary's libc: glibc with a version floor from its tunables, or musl."""
+    found = [v for name, v in GLIBC_TUNABLES if name.encode() + b"\x00" in data]
+    if found or b"GLIBC_TUNABLES" in data:
+        return ("glibc", max(found) if found else None)
+    if MUSL_MARKER in data:
+        return ("musl", None)
+    return None
