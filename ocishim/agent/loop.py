@@ -32,6 +32,7 @@ ENOSYS = 38
 CONNECT_TIMEOUT = 5.0  # a runtime sends its message at once; a peer that does not is dropped
 MAX_PENDING = 256  # connections waiting to complete; the oldest goes first beyond that
 CACHE_LIMIT = 65536  # answers remembered per container
+HOUSEKEEPING = 0.25  # seconds between looks at timeouts and due log lines
 SD_LISTEN_FDS_START = 3
 
 
@@ -112,6 +113,7 @@ class Agent:
         self.pending: dict[int, protocol.Pending] = {}
         self.containers: dict[int, Container] = {}
         self.stopping = False
+        self.next_housekeeping = 0.0
         sock.setblocking(False)
         self.epoll.register(sock.fileno(), select.EPOLLIN)
 
@@ -246,7 +248,11 @@ class Agent:
         self._expire()
 
     def _expire(self) -> None:
+        """Drop slow peers and write due `repeated` lines, at most every HOUSEKEEPING seconds."""
         t = time.monotonic()
+        if t < self.next_housekeeping:
+            return
+        self.next_housekeeping = t + HOUSEKEEPING
         for fd in [fd for fd, p in self.pending.items() if p.deadline < t]:
             self._drop(fd, f"no complete message within {CONNECT_TIMEOUT:g} s")
         self.log.flush()

@@ -113,10 +113,11 @@ def run_probe(agent_socket: str, program: Sequence[Insn], calls: Sequence[tuple[
 
 
 def results(proc: subprocess.CompletedProcess) -> list[tuple[int, str]]:
-    """(nr, errno text or 'ok N') per call, from the probe's output."""
+    """(nr, errno text or 'okN') per call, from the probe's output."""
     assert proc.returncode == 0, f"probe exit {proc.returncode}: {proc.stderr}"
-    out = []
-    for line in proc.stdout.splitlines():
-        nr, rest = line.split(" ", 1)
-        out.append((int(nr), rest))
-    return out
+    return [(int(line.split()[0]), line.split()[1]) for line in proc.stdout.splitlines()]
+
+
+def durations(proc: subprocess.CompletedProcess) -> list[int]:
+    """Each call's duration in ns, as the probe measured it in the child."""
+    return [int(line.split()[2]) for line in proc.stdout.splitlines()]

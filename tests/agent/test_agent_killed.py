@@ -54,7 +54,7 @@ def test_sigkill_mid_run_gives_enosys_and_nothing_hangs():
             agent.proc.wait(10)
             out, err = probe.communicate(timeout=90)
         assert probe.returncode == 0, err
-        answers = [int(line.split()[1]) for line in out.splitlines()]
+        answers = [int(line.split()[1]) for line in out.splitlines()]  # "nr errno ns"
     finally:
         if probe is not None and probe.poll() is None:
             probe.kill()
