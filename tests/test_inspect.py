@@ -8,6 +8,7 @@ number no kernel has (0xdead0 and up), so the child runs normally under them.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -167,3 +168,43 @@ def test_bad_pids(pid, kind):
     with pytest.raises(kind):
         read_filters(pid)
     assert issubclass(kind, OcishimError)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "ocishim", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("target, message", [
+    ("h10-no-such-container", "ocishim: CONTAINER-ID: no container 'h10-no-such-container'"),
+    (str(2**22 + 12345), f"ocishim: PID: no process {2**22 + 12345}"),
+])
+def test_cli_bad_target(target, message):
+    proc = _cli("inspect", target, "--json")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_cli_json_of_a_traced_process_is_exit_1(children):
+    child = _start([FIRST])
+    children.append(child)
+    proc = _cli("inspect", str(child.pid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report == {"pid": child.pid, "filters": [
+        {"index": 0, "length": len(FIRST), "stub": None, "enosys": {}, "matches": [], "match_kind": []}]}
+    tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=none", "-p", str(child.pid)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while _tracer_of(child.pid) != str(tracer.pid):
+            assert time.monotonic() < deadline, "strace did not attach"
+            time.sleep(0.02)
+        proc = _cli("inspect", str(child.pid))
+        assert proc.returncode == 1
+        assert proc.stderr == f"ocishim: pid {child.pid}: already traced by pid {tracer.pid} (a debugger, " \
+                              "strace, or the process itself): a second tracer is refused by the kernel\n"
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=10)
+    assert _finish(child) == "tracer=0 signals=[] traced-child=True"
