@@ -18,11 +18,15 @@ DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd docke
         golang-github-cyphar-filepath-securejoin-dev golang-github-opencontainers-specs-dev \
         golang-github-seccomp-libseccomp-golang-dev golang-github-sirupsen-logrus-dev \
         golang-golang-x-sys-dev \
-        python3-seccomp python3-pyelftools python3-psutil
+        python3-seccomp python3-pyelftools python3-psutil \
+        $(DEB_BUILD_DEBS)
+# What `make deb` builds with (integration/test_deb.py builds and installs the package).
+DEB_BUILD_DEBS := debhelper dh-python python3-all python3-setuptools python3-wheel \
+        pybuild-plugin-pyproject dpkg-dev fakeroot lintian groff-base man-db bash-completion
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test demo bench table clean
+.PHONY: all deps venv test demo bench table clean deb install uninstall
 
 all: test
 
@@ -58,6 +62,27 @@ demo: deps venv
 
 bench: deps venv
 	$(PY) scripts/bench.py
+
+# The Debian package, dist/ocishim_VERSION_all.deb, built with debhelper and dh-python from
+# a copy of this checkout; lintian must report no errors. Installs its build dependencies.
+deb:
+	@missing=$$(for p in $(DEB_BUILD_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@scripts/build_deb.sh
+
+# Other distributions: make install PREFIX=/opt/ocishim [DESTDIR=...] [INSTALL_PYTHON=...]
+# (the launchers run INSTALL_PYTHON with the distribution's libseccomp binding).
+PREFIX ?= /usr/local
+INSTALL_PYTHON ?= /usr/bin/python3
+install:
+	@scripts/install_prefix.sh install "$(DESTDIR)" "$(PREFIX)" "$(INSTALL_PYTHON)"
+
+uninstall:
+	@scripts/install_prefix.sh uninstall "$(DESTDIR)" "$(PREFIX)" "$(INSTALL_PYTHON)"
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

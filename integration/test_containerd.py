@@ -49,7 +49,7 @@ from .test_podman import ENOSYS, EPERM, ProbeContract, answers, ocishim_executab
 pytestmark = pytest.mark.runtime
 
 EXAMPLE = REPO / "examples" / "containerd" / "config.toml"
-EXAMPLE_BINARY = "/usr/local/bin/ocishim-runtime"
+EXAMPLE_BINARY = "/usr/bin/ocishim-runtime"  # the Debian package's path
 STARTUP_TIMEOUT = 30
 
 

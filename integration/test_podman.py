@@ -351,7 +351,7 @@ def test_installed_hook_is_the_example(hooks, ocishim_exe, workdir):
     """install writes examples/podman/ocishim-precreate.json, with the given path."""
     written = json.loads((hooks / "ocishim-precreate.json").read_text())
     example = json.loads((REPO / "examples" / "podman" / "ocishim-precreate.json").read_text())
-    assert example["hook"]["path"] == "/usr/local/bin/ocishim"
+    assert example["hook"]["path"] == "/usr/bin/ocishim"  # the Debian package's path
     example["hook"]["path"] = str(ocishim_exe)
     assert written == example
 
