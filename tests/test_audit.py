@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,88 @@ def test_cli_patch_audit_matches_the_module(tmp_path):
     expected_program = audit.audit_program(patch_profile(load(str(PROFILES / "docker-default.json")).profile))
     assert decode(out.read_bytes()) == expected_program.program
     assert sum(1 for i in decode(out.read_bytes()) if i.k & RET_ACTION_FULL == RET_USER_NOTIF and i.code == 6) >= 1
+
+
+# --- the setting and the annotation (hook and wrapper), rule 10 ------------------------
+
+from ocishim.integrations.config import rewrite_for_container  # noqa: E402
+from ocishim.integrations.settings import Settings  # noqa: E402
+
+# (settings' audit, ocishim.audit annotation) -> audited, or the refusal's text.
+WANTED = [
+    ("off", None, False), ("off", "off", False), ("off", "on", "do not allow audit"),
+    ("annotation", None, False), ("annotation", "off", False), ("annotation", "on", True),
+    ("on", None, True), ("on", "on", True), ("on", "off", "audit every container"),
+    ("annotation", "yes", "must be on or off"), ("on", "", "must be on or off"),
+]
+
+
+@pytest.mark.parametrize("setting,annotation,outcome", WANTED)
+def test_setting_and_annotation(setting, annotation, outcome):
+    config = _config({**KILL})
+    if annotation is not None:
+        config["annotations"] = {"ocishim.audit": annotation}
+    settings = Settings(audit=setting, audit_socket="/run/h13-admin/agent.sock")
+    if isinstance(outcome, str):
+        with pytest.raises(ProfileError, match="annotations.ocishim.audit") as info:
+            rewrite_for_container(config, settings, "config.json")
+        assert outcome in str(info.value)
+        return
+    result = rewrite_for_container(config, settings, "config.json")
+    seccomp = result.config["linux"]["seccomp"]
+    assert ("listenerPath" in seccomp) == outcome
+    program = decode(base64.b64decode(result.config["annotations"][BPF_ANNOTATION]))
+    assert any(i.code == 6 and i.k & RET_ACTION_FULL == RET_USER_NOTIF for i in program) == outcome
+    if outcome:
+        assert seccomp["listenerPath"] == "/run/h13-admin/agent.sock"
+
+
+def test_annotations_ignored_means_the_annotation_is_not_read():
+    config = _config({**KILL})
+    config["annotations"] = {"ocishim.audit": "on"}
+    result = rewrite_for_container(config, Settings(audit="off", annotations=False), "config.json")
+    assert "listenerPath" not in result.config["linux"]["seccomp"]
+
+
+def test_a_pod_cannot_choose_the_listener():
+    """The listener goes to the settings' socket only: a pod's listenerPath is refused, not kept."""
+    config = _config({**KILL, "listenerPath": "/run/pod/agent.sock"})
+    config["annotations"] = {"ocishim.audit": "on"}
+    with pytest.raises(ProfileError, match="listenerPath"):
+        rewrite_for_container(config, Settings(audit="annotation"), "config.json")
+
+
+def test_audit_answers_no_weaker_than_without():
+    """Every answer of the audited program is the unaudited one, or USER_NOTIF standing for a
+    refusal (an ERRNO): never an ALLOW, LOG or TRACE where there was a refusal."""
+    for obj in (KILL, ARGDEP, {**KILL, "defaultAction": "SCMP_ACT_ERRNO"}):
+        config = _config(obj)
+        plain = rewrite_for_container(copy.deepcopy(config), Settings(), "c")
+        audited = rewrite_for_container(copy.deepcopy(config), Settings(audit="on"), "c")
+        p = decode(base64.b64decode(plain.config["annotations"][BPF_ANNOTATION]))
+        a = decode(base64.b64decode(audited.config["annotations"][BPF_ANNOTATION]))
+        x86 = BY_NAME["x86_64"]
+        for nr in range(0, 600):
+            u, v = emu.run(p, x86, nr).ret, emu.run(a, x86, nr).ret
+            assert u == v or (v & RET_ACTION_FULL == RET_USER_NOTIF and u & RET_ACTION_FULL == RET_ERRNO
+                              and u & RET_DATA == v & RET_DATA), (nr, hex(u), hex(v))
+
+
+def test_hook_with_settings(tmp_path):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="h13-settings-") as d:
+        settings = Path(d) / "config.json"
+        settings.write_text(json.dumps({"audit": "annotation", "audit-socket": "/run/h13/agent.sock",
+                                        "log": str(Path(d) / "ocishim.log")}))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OCISHIM_CONFIG": str(settings)}
+        config = _config({**KILL})
+        config["annotations"] = {"ocishim.audit": "on"}
+        proc = subprocess.run([sys.executable, "-m", "ocishim", "hook", "precreate"], input=json.dumps(config),
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["linux"]["seccomp"]["listenerPath"] == "/run/h13/agent.sock"
+        settings.write_text(json.dumps({"audit": "maybe", "log": str(Path(d) / "ocishim.log")}))
+        proc = subprocess.run([sys.executable, "-m", "ocishim", "hook", "precreate"], input=json.dumps(config),
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == ""

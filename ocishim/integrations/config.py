@@ -167,8 +167,20 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
 
     The annotations count only where the result is nowhere weaker than the settings alone
     give; otherwise no container, and the message names the annotation. When the settings
-    alone refuse the config, so does every annotation.
+    alone refuse the config, so does every annotation. Audit mode comes last, on the
+    result, where the settings and ocishim.audit ask for it (audit.wanted): it changes
+    no answer, and the listener goes only to the settings' agent socket.
     """
+    from ..audit import audit_config, wanted
+
+    audited = wanted(settings, config)  # before anything changes config's annotations
+    result = _for_container(config, settings, source)
+    if audited and result.config is not None:
+        audit_config(result.config, result.patched, result.enosys_names, settings.audit_socket)
+    return result
+
+
+def _for_container(config: dict[str, Any], settings: Settings, source: str) -> Rewrite:
     chosen, changed = for_container(settings, config)
     by_setting = "the setting unknown-syscall=fail"
     base = rewrite(config, settings.mode, settings.emulate, source,

@@ -4,7 +4,8 @@
     {"enosys": "unnamed", "emulate-kernel": "5.10", "unknown-syscall": "warn",
      "annotations": "use" | "ignore",
      "log": "auto" | "journal" | "syslog" | "/var/log/ocishim.log", "runtime": "/usr/bin/runc",
-     "cache": "/var/cache/ocishim" | "off"}
+     "cache": "/var/cache/ocishim" | "off", "audit": "off" | "on" | "annotation",
+     "audit-socket": "/run/ocishim/agent/agent.sock"}
 The file is the administrator's and is trusted. Annotations come with the container
 (from a pod spec) and are not: ocishim.enosys, ocishim.emulate-kernel and
 ocishim.unknown-syscall may choose another mode per container only where the result
@@ -25,7 +26,8 @@ from ..patch import Mode, Version, parse_kernel, parse_mode
 DEFAULT_PATH = "/etc/ocishim/config.json"
 DEFAULT_CACHE = "/var/cache/ocishim"  # the same as filtercache.DEFAULT_DIR (a test checks)
 ANNOTATION_PREFIX = "ocishim."
-_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "runtime", "cache")
+_KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "runtime", "cache",
+         "audit", "audit-socket")
 ANNOTATION_KEYS = ("enosys", "emulate-kernel", "unknown-syscall")
 
 
@@ -38,6 +40,8 @@ class Settings:
     runtime: str | None = None
     annotations: bool = True  # False: the container's ocishim.* annotations are ignored
     cache: str | None = None  # the compiled-filter cache: a directory or "off"; None: off
+    audit: str = "off"  # "on": every container; "annotation": those with ocishim.audit=on (audit.py)
+    audit_socket: str = "/run/ocishim/agent/agent.sock"  # the agent's socket, the listenerPath
 
 
 def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Settings:
@@ -74,6 +78,14 @@ def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Setting
             if value != "off" and not value.startswith("/"):
                 raise UsageError(field, "must be an absolute directory or off")
             settings = replace(settings, cache=value)
+        elif key == "audit" and not where.startswith("annotations"):
+            if value not in ("off", "on", "annotation"):
+                raise UsageError(field, "must be off, on or annotation")
+            settings = replace(settings, audit=value)
+        elif key == "audit-socket" and not where.startswith("annotations"):
+            if not value.startswith("/"):
+                raise UsageError(field, "must be an absolute path")
+            settings = replace(settings, audit_socket=value)
     return settings
 
 
