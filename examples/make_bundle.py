@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Write an OCI bundle that runs CMD in ROOTFS under an old host's seccomp profile.
 
-The profile is Docker 20.10.0's default (converted the way Docker does it for an
-amd64 daemon with its default capabilities) with faccessat2 taken out and EPERM as
-the default errno: what a host whose profile predates faccessat2 hands a container.
+The profile is profiles/old-host.json beside this file: Docker 20.10.0's default
+(converted the way Docker does it for an amd64 daemon with its default capabilities)
+with faccessat2 taken out and EPERM as the default errno, what a host whose profile
+predates faccessat2 hands a container. PROFILE=FILE takes another linux.seccomp object.
+Needs only Python and runc (for `runc spec`): it runs from an installed package too.
 
-    python examples/make_bundle.py BUNDLE_DIR ROOTFS -- CMD [ARG...]
+    python3 examples/make_bundle.py BUNDLE_DIR ROOTFS -- CMD [ARG...]
 """
 
 import json
@@ -14,12 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ocishim.profile import load, to_oci  # noqa: E402
-
-PROFILE = REPO.parent / "shared/data/profiles/docker-default-20.10.0.json"
+PROFILE = Path(__file__).resolve().parent / "profiles" / "old-host.json"
 
 
 def main() -> int:
@@ -28,11 +25,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     bundle, rootfs, cmd = Path(args[0]), Path(args[1]), args[3:]
-    seccomp = to_oci(load(str(PROFILE), arch="amd64").profile)
-    for rule in seccomp["syscalls"]:
-        rule["names"] = [n for n in rule["names"] if n != "faccessat2"]
-    seccomp["syscalls"] = [r for r in seccomp["syscalls"] if r["names"]]
-    seccomp["defaultErrnoRet"] = 1
+    seccomp = json.loads(Path(os.environ.get("PROFILE") or PROFILE).read_text())
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "config.json").unlink(missing_ok=True)
     subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)

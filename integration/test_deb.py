@@ -58,7 +58,7 @@ def _ours_on_disk() -> set[str]:
 
 def sh(*argv: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=kw.pop("timeout", 300),
-                          env=CLEAN_ENV if env is None else env, cwd="/", **kw)
+                          env=CLEAN_ENV if env is None else env, cwd=kw.pop("cwd", "/"), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +239,21 @@ def test_ctr_snippet(installed, rootfs) -> None:
         assert _acct(run) == ENOSYS
     finally:
         stop_containerd(daemon)
+
+
+def test_demo_runs_from_the_installed_examples(installed) -> None:
+    """/usr/share/doc/ocishim/examples/demo.sh with the installed ocishim and no ../shared."""
+    trixie = REPO / ".cache" / "rootfs" / "trixie"
+    if not (trixie / "bin" / "bash").exists():
+        pytest.skip("no cached trixie rootfs (.cache/rootfs/trixie: integration/rootfs.py builds it)")
+    for tool in ("crun", "runc", "unshare"):
+        if reason := missing_runtime(tool):
+            pytest.skip(reason)
+    demo = Path("/usr/share/doc/ocishim/examples/demo.sh")
+    assert (demo.parent / "profiles" / "old-host.json").is_file()
+    proc = sh("bash", str(demo), env={**CLEAN_ENV, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ROOTFS": str(trixie)},
+              cwd=str(installed))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    answers = re.findall(r"^\[ -x /bin/ls \]: (true|false)$", proc.stdout, re.M)
+    # plain crun, ocishim with crun, plain runc (old profile), plain runc (current), ocishim with runc
+    assert answers == ["false", "true", "true", "false", "true"], proc.stdout
