@@ -123,3 +123,36 @@ def test_plain_syscalls_keep_their_answer_on_the_kernel():
     named = {l["syscall"] for l in out["lines"] if l["event"] in ("notified", "repeated")}
     assert not named & {"write", "close", "sendmsg", "execve", "exit_group", "setitimer"}
     assert "openat" in named
+
+
+def test_one_agent_serves_several_containers_at_once():
+    """Three audited processes at the same time, each with its own filter and errno: each
+    gets its own filter's answers from the one event loop."""
+    import threading
+
+    getppid = syscalls.resolve("x86_64", "getppid")
+    errnos = (1, 6, 13)  # EPERM, ENXIO, EACCES as defaultErrnoRet
+    agent = helpers.start_agent()
+    outcomes: dict[int, object] = {}
+    try:
+        def one(err: int) -> None:
+            profile = _profile({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": err,
+                                "architectures": ["SCMP_ARCH_X86_64"],
+                                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]})
+            audited = audit.audit_program(patch_profile(profile, "off"))
+            neutral, _ = helpers.neutralize_audited(audited.program)
+            outcomes[err] = helpers.run_probe(agent.socket, neutral, [(getppid, ())] * 20_000,
+                                              audit.metadata(audited.program), f"h13-multi-{err}", 60)
+        threads = [threading.Thread(target=one, args=(e,)) for e in errnos]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        agent.stop()
+        lines = agent.lines()
+    finally:
+        helpers.cleanup(agent)
+    for err in errnos:
+        assert {text for _, text in helpers.results(outcomes[err])} == {str(err)}
+    detached = {l["container"]: l["notifications"] for l in lines if l["event"] == "detached"}
+    assert detached == {f"h13-multi-{e}": 20_000 for e in errnos}
