@@ -19,6 +19,7 @@ DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd docke
         golang-github-seccomp-libseccomp-golang-dev golang-github-sirupsen-logrus-dev \
         golang-golang-x-sys-dev \
         python3-seccomp python3-pyelftools python3-psutil \
+        musl-tools umoci binutils \
         $(DEB_BUILD_DEBS)
 # What `make deb` builds with (integration/test_deb.py builds and installs the package).
 DEB_BUILD_DEBS := debhelper dh-python python3-all python3-setuptools python3-wheel \

@@ -130,9 +130,10 @@ def _rows(inv: Inventory) -> list[tuple[str, str, facts.Row]]:
 
 
 def scan(source: str, profile: Profile, profile_name: str, mode: Mode, emulate: Version | None,
-         runtime: str = "runc", host_libseccomp: str | None = None) -> Report:
-    """The report for one image under one profile."""
-    inv, kind = inventory(source)
+         runtime: str = "runc", host_libseccomp: str | None = None,
+         read: tuple[Inventory, str] | None = None) -> Report:
+    """The report for one image under one profile; `read` reuses inventory(source)."""
+    inv, kind = read or inventory(source)
     answers = Answers(profile, mode, emulate, runtime, host_libseccomp)
     found = missing_arches(inv.machines, answers) + find(_rows(inv), answers)
     return Report(source, kind, profile_name, runtime, host_libseccomp, inv, found)

@@ -48,6 +48,7 @@ GLIBC_TUNABLES = (
     ("glibc.cpu.x86_memset_non_temporal_threshold", (2, 40)), ("glibc.rtld.execstack", (2, 41)),
 )
 MUSL_MARKER = b"No error information"  # musl's strerror for unknown errors; glibc says "Unknown error"
+MUSL_SYMBOLS = frozenset({"__init_libc", "libc_start_main_stage2"})  # musl's start-up, src/env
 _GO_MAGIC = b"\xff Go buildinf:"
 _MUSL_VERSION = re.compile(rb"\x00(1\.[0-9]\.[0-9]{1,2})\x00")
 _GLIBC_VERSION = re.compile(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
@@ -89,7 +90,9 @@ def read(image_path: str, local_path: str) -> ElfFacts:
             is_musl = name.startswith("ld-musl-") or name.startswith("libc.musl-")
             is_static = interpreter is None and not needed and go is None
             data = b""
+            symbols: frozenset[str] = frozenset()
             if is_musl or is_static:  # only these need the bytes searched
+                symbols = _symbols(elf) if is_static else symbols
                 f.seek(0)
                 data = f.read()
     except (ELFError, ELFParseError, OSError, ValueError, KeyError, IndexError, struct.error) as exc:
@@ -98,7 +101,7 @@ def read(image_path: str, local_path: str) -> ElfFacts:
     if is_musl:
         m = _MUSL_VERSION.search(data)
         musl = tuple(int(x) for x in m.group(1).split(b".")) if m else None
-    static_libc = _static_libc(data) if is_static else None
+    static_libc = _static_libc(data, symbols) if is_static else None
     return ElfFacts(image_path, arch, interpreter, needed, glibc, musl, static_libc, go)
 
 
@@ -165,11 +168,20 @@ def _go_version(elf: ELFFile) -> str | None:
     return m.group(0).decode() if m else "go (version unknown)"
 
 
-def _static_libc(data: bytes) -> tuple[str, Version | None] | None:
-    """A static binary's libc: glibc with a version floor from its tunables, or musl."""
+def _symbols(elf: ELFFile) -> frozenset[str]:
+    """The names in .symtab (absent from stripped binaries)."""
+    table = elf.get_section_by_name(".symtab")
+    if table is None or not hasattr(table, "iter_symbols"):
+        return frozenset()
+    return frozenset(sym.name for sym in table.iter_symbols() if sym.name in MUSL_SYMBOLS)
+
+
+def _static_libc(data: bytes, symbols: frozenset[str]) -> tuple[str, Version | None] | None:
+    """A static binary's libc: glibc with a version floor from its tunables, or musl (by
+    its start-up symbols, or its strerror text when stripped)."""
     found = [v for name, v in GLIBC_TUNABLES if name.encode() + b"\x00" in data]
     if found or b"GLIBC_TUNABLES" in data:
         return ("glibc", max(found) if found else None)
-    if MUSL_MARKER in data:
+    if symbols or MUSL_MARKER in data:
         return ("musl", None)
     return None

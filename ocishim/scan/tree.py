@@ -48,6 +48,7 @@ class Tree:
     kind: str = "directory"  # directory, oci-layout, docker-archive, oci-archive
     _tmp: tempfile.TemporaryDirectory | None = None
     _copied: int = 0
+    _stored: int = 0
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -97,7 +98,8 @@ class Tree:
         self._copied += size
         if self._copied > MAX_COPIED:
             raise UsageError(self.source, f"more than {MAX_COPIED >> 30} GiB of ELF files: refused")
-        path = os.path.join(self._tmp.name, str(len(self.entries)))
+        self._stored += 1
+        path = os.path.join(self._tmp.name, str(self._stored))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(data, out)
@@ -133,8 +135,12 @@ class Tree:
         if base.startswith(".wh."):
             self._remove(posixpath.join(directory, base[len(".wh."):]))
             return
-        if not member.isdir():
-            self._remove(path)
+        if not member.isdir() and path in self.entries:
+            # A file replaces what was there; only a directory has children to drop.
+            if self.entries[path].kind == "dir":
+                self._remove(path)
+            else:
+                del self.entries[path]
         if member.isdir():
             self.entries[path] = Entry("dir", None, layer)
         elif member.issym():
