@@ -61,3 +61,23 @@ def test_json_and_exit_status(busybox_root, tmp_path):
     broken = [f for f in json.loads(proc.stdout)["findings"] if f["breaks_after"]]
     assert broken and {f["syscall"] for f in broken} == {"getrandom"}
     assert all(f["after"] == "KILL_PROCESS" for f in broken)
+
+
+def test_host_libseccomp_changes_before_only(busybox_root):
+    """libseccomp 2.4.1 cannot name faccessat2 (5.8): crun drops its rule (EPERM, the
+    default errno, breaks faccessat), runc's stub answers ENOSYS above 2.4.1's highest
+    number (harmless); after ocishim crun runs ocishim's program (ALLOW, as the profile
+    says) and runc still gets ENOSYS from its stub."""
+    if not (PROFILES / "docker-default.json").is_file():
+        pytest.skip(f"{PROFILES} is not there (the shared test data)")
+    answers = {}
+    for runtime in ("runc", "crun"):
+        proc = _cli("scan", str(busybox_root), str(PROFILES / "docker-default.json"), "--json",
+                    "--runtime", runtime, "--host-libseccomp", "2.4.1")
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["host_libseccomp"] == "2.4.1" and data["runtime"] == runtime
+        (f,) = [f for f in data["findings"] if f["syscall"] == "faccessat2" and f["function"].startswith("faccessat()")]
+        answers[runtime] = (f["before"], f["breaks_before"], f["after"], f["breaks_after"])
+    assert answers == {"runc": ("ERRNO(ENOSYS)", False, "ERRNO(ENOSYS)", False),
+                       "crun": ("ERRNO(EPERM)", True, "ALLOW", False)}
