@@ -70,6 +70,9 @@ class Bug:
     means: Callable[[str, tuple[int, ...]], int | None]  # (arch, args) -> the profile's answer
     witnesses: tuple[tuple[str, tuple[int, ...]], ...]  # (arch, args) where libseccomp departs
     lib_says: int = ALLOW  # libseccomp's answer at the witnesses
+    # libseccomp's own PFC export already shows the departure: its rule tree is wrong
+    # (src/db.c), not only the BPF generated from it (src/gen_bpf.c)
+    tree_wrong: bool = False
 
 
 def _gt_or_ne_and_ne(arch, args):
@@ -95,6 +98,16 @@ def _or_of_64bit_ranges(arch, args):
 def _or_with_ne_32bit(arch, args):
     a0, a1 = _low(arch, args)[:2]
     return ERR_EACCES if (a0 != 1 and a1 == 0) or a0 == 0 else ALLOW
+
+
+def _gt_or_masked_and_le_32bit(arch, args):
+    a0, a1 = _low(arch, args)[:2]
+    return ERR_EACCES if a1 > 0 or (a0 & 1 == 0 and a1 <= 0) else ALLOW
+
+
+def _two_pairs_sharing_a0(arch, args):
+    a0, a1, a2 = _low(arch, args)[:3]
+    return ERR_EACCES if (a0 > 0 and a1 > 0) or (a0 >= 3 and a2 >= 0) else ALLOW
 
 
 def _masked_eq_x32(arch, args):
@@ -137,6 +150,17 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
         "x32: a0 != 0 AND a2 == 0, OR a0 & 1 == 0, one action: a0 = 2, a2 = 1 gets ALLOW",
         _seccomp(("x32",), _rule(EACCES, (0, "NE", 0, 0), (2, "EQ", 0, 0)), _rule(EACCES, (0, "MASKED_EQ", 1, 0))),
         _masked_eq_x32, (("x32", (2, 0, 1)),)),
+    # libseccomp's rule tree (its PFC export) is already wrong in these two.
+    Bug("gt-or-masked-and-le-32bit",
+        "i386: a1 > 0, OR a0 & 1 == 0 AND a1 <= 0, one action: the second rule is lost, "
+        "a0 = 0, a1 = 0 gets ALLOW",
+        _seccomp(("x86",), _rule(EACCES, (1, "GT", 0, 0)), _rule(EACCES, (0, "MASKED_EQ", 1, 0), (1, "LE", 0, 0))),
+        _gt_or_masked_and_le_32bit, (("x86", (0, 0, 0)),), tree_wrong=True),
+    Bug("two-pairs-sharing-a0",
+        "x86_64: a0 > 0 AND a1 > 0, OR a0 >= 3 AND a2 >= 0, one action: a0 = 1, a1 = 0 gets "
+        "EACCES (the tree hangs a2's test under a0 > 0): stricter than the rules",
+        _seccomp((), _rule(EACCES, (0, "GT", 0, 0), (1, "GT", 0, 0)), _rule(EACCES, (0, "GE", 3, 0), (2, "GE", 0, 0))),
+        _two_pairs_sharing_a0, (("x86_64", (1, 0, 0)),), ERR_EACCES, tree_wrong=True),
     # A variant of the first pinned bug (two range rules on one 64-bit argument whose
     # value has its high word set), with two rules instead of one rule split in two.
     Bug("two-le-64bit",
