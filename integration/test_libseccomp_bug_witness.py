@@ -12,9 +12,11 @@ The expected errno is the rules' meaning, written out in libseccomp_bugs.py, nev
 ocishim's output: 0 where the rules let the call through (personality then runs, which
 only sets the probe's own execution domain), the rule's errno where they refuse it.
 
-Plain crun, which loads libseccomp's program as it is, gives libseccomp's answer: the
-call gets through where the rules refuse it. That is why the ocishim test fails until
-ocishim repairs libseccomp's program (issue 9, build item 2).
+Plain crun, which loads libseccomp's program as it is, gives libseccomp's answer (for
+most of these bugs the call gets through where the rules refuse it). That is why the
+ocishim test fails until ocishim repairs libseccomp's program (issue 9, build item 2).
+Where libseccomp's answer is only stricter than the rules' (ERRNO where they allow),
+ocishim keeps it (never loosen): the container gets libseccomp's answer with ocishim too.
 
 crun refuses this machine's hybrid cgroups, so it runs under bundles.crun_prefix() with
 --cgroup-manager=disabled and a private --root, as in test_run.py.
@@ -53,9 +55,20 @@ def _load_bugs():
 
 
 BUGS_MODULE = _load_bugs()
-BUGS = {**BUGS_MODULE.PINNED, **BUGS_MODULE.BUGS}
+ALL = {**BUGS_MODULE.PINNED, **BUGS_MODULE.BUGS}
 PERSONALITY = BUGS_MODULE.PERSONALITY
 RET_ERRNO, RET_ALLOW = 0x00050000, 0x7FFF0000
+
+
+def _only_stricter(bug) -> bool:
+    """libseccomp refuses (ERRNO) where the rules allow, at every witness (semantics.md
+    rule 10: ERRNO is stricter than ALLOW; two ERRNO answers are equal)."""
+    return all(bug.lib_says != RET_ALLOW and bug.means(arch, args) == RET_ALLOW
+               for arch, args in bug.witnesses)
+
+
+BUGS = {name: bug for name, bug in ALL.items() if not _only_stricter(bug)}
+STRICTER = {name: bug for name, bug in ALL.items() if _only_stricter(bug)}
 
 
 class WrongAnswer(AssertionError):
@@ -173,12 +186,12 @@ def _ok(proc: subprocess.CompletedProcess[str], what: str) -> dict[str, int]:
     return _answers(proc.stdout)
 
 
-@pytest.mark.parametrize("name", BUGS)
+@pytest.mark.parametrize("name", ALL)
 def test_plain_crun_gives_libseccomps_answer(name, crun, rootfs, tmp_path):
     """Without ocishim the witness call gets libseccomp's answer, not the profile's (for
     the new bugs it gets through where the rules refuse it): crun loads libseccomp's
     program as it is."""
-    bug = BUGS[name]
+    bug = ALL[name]
     got = _ok(crun.plain(_bundle(tmp_path, rootfs, bug)), "crun run (no ocishim)")
     for i, (arch, args) in enumerate(bug.witnesses):
         lib = {expected_errno(bug.lib_says)}
@@ -196,3 +209,12 @@ def test_ocishim_run_gives_the_profiles_answer(name, crun, rootfs, tmp_path):
     want = {f"w{i}": expected_errno(bug.means(arch, args)) for i, (arch, args) in enumerate(bug.witnesses)}
     if got != want:
         raise WrongAnswer(f"{bug.why}: the container's errno {got}, the profile's {want}")
+
+
+@pytest.mark.parametrize("name", STRICTER)
+def test_ocishim_run_keeps_a_stricter_answer(name, crun, rootfs, tmp_path):
+    """Where libseccomp's program only refuses more than the rules, ocishim keeps it: the
+    repair never loosens a filter."""
+    bug = STRICTER[name]
+    got = _ok(crun.ocishim(_bundle(tmp_path, rootfs, bug)), "ocishim run --runtime crun")
+    assert got == {f"w{i}": expected_errno(bug.lib_says) for i in range(len(bug.witnesses))}, bug.why
