@@ -806,6 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also look for containers in this runtime state directory (repeatable)")
     sp.add_argument("--json", action="store_true",
                     help='print {"pid", "filters": [{"index", "length", "stub", "enosys", "matches"}]}')
+    sp.add_argument("--disasm", action="store_true", help="also print each filter's instructions")
     sp.set_defaults(func=cmd_inspect)
 
     sp = _add_command(sub, "install")

@@ -523,10 +523,13 @@ class Report:
         return {"pid": self.pid, "filters": [f.as_json() for f in self.filters]}
 
 
-def inspect(target: str, extra_roots: Sequence[str] = ()) -> Report:
-    """Read the filters of a pid or container and say what each one is."""
+def inspect(target: str, extra_roots: Sequence[str] = (), programs: list | None = None) -> Report:
+    """Read the filters of a pid or container and say what each one is; the programs
+    read go into `programs` when given."""
     pid, container = find(target, extra_roots)
     filters = read_filters(pid)
+    if programs is not None:
+        programs.extend(filters)
     config = _config_path(container) if container else None
     matches = matching_modes(filters, config) if config and filters else [[] for _ in filters]
     reports = []
@@ -544,7 +547,7 @@ def ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
     return " ".join(num(a) if a == b else f"{num(a)}-{num(b)}" for a, b in ranges) or "none"
 
 
-def report_text(report: Report) -> str:
+def report_text(report: Report, programs: Sequence[tuple[Insn, ...]] = ()) -> str:
     lines = [f"pid {report.pid}" + (f": container {report.container.id} ({report.container.state})"
                                      if report.container else "")]
     if report.config:
@@ -563,6 +566,10 @@ def report_text(report: Report) -> str:
                     "the rewritten profile behind runc's stub (same answers everywhere)"))
             if not f.matches:
                 lines.append("  matches no mode of ocishim for this config")
+        if f.index < len(programs):
+            from .bpf.disasm import disassemble
+
+            lines += ["  " + line for line in disassemble(programs[f.index]).splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -571,10 +578,11 @@ def cmd_inspect(args) -> int:
     import json
     import sys
 
-    report = inspect(args.target, args.root)
+    programs: list[tuple[Insn, ...]] = []
+    report = inspect(args.target, args.root, programs)
     if args.json:
         json.dump(report.as_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(report_text(report))
+        sys.stdout.write(report_text(report, programs if args.disasm else ()))
     return 0

@@ -208,3 +208,18 @@ def test_cli_json_of_a_traced_process_is_exit_1(children):
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=10)
     assert _finish(child) == "tracer=0 signals=[] traced-child=True"
+
+
+def test_cli_disasm_is_the_listing_of_the_bytes_loaded(children, tmp_path):
+    import struct
+
+    child = _start([FIRST, SECOND])
+    children.append(child)
+    proc = _cli("inspect", str(child.pid), "--disasm")
+    assert proc.returncode == 0, proc.stderr
+    for prog in (FIRST, SECOND):
+        raw = tmp_path / "prog.bpf"
+        raw.write_bytes(b"".join(struct.pack("=HBBI", *i) for i in prog))
+        listing = _cli("disasm", str(raw)).stdout
+        assert "\n".join("  " + line for line in listing.splitlines()) in proc.stdout
+    assert _finish(child) == "tracer=0 signals=[] traced-child=True"

@@ -12,7 +12,9 @@ Read with pyelftools, one file at a time:
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -79,7 +81,12 @@ class NotReadable(Exception):
 def read(image_path: str, local_path: str) -> ElfFacts:
     """The facts of one ELF file (local_path is where its bytes are on this machine)."""
     try:
-        with open(local_path, "rb") as f:
+        # Never follow a symlink or block on a FIFO swapped in since the tree was read.
+        fd = os.open(local_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotReadable(f"{image_path}: not a regular file")
+        with os.fdopen(fd, "rb") as f:
             elf = ELFFile(f)
             arch = _arch(elf)
             interpreter = _interpreter(elf)

@@ -81,3 +81,27 @@ def test_host_libseccomp_changes_before_only(busybox_root):
         answers[runtime] = (f["before"], f["breaks_before"], f["after"], f["breaks_after"])
     assert answers == {"runc": ("ERRNO(ENOSYS)", False, "ERRNO(ENOSYS)", False),
                        "crun": ("ERRNO(EPERM)", True, "ALLOW", False)}
+
+
+def _elf32_i386() -> bytes:
+    """The smallest ELF file pyelftools reads: an ELF32 little-endian header for EM_386
+    (3), executable, no program or section headers (ELF spec, figure 1-3)."""
+    import struct
+
+    ident = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+    return ident + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, 0, 0, 0, 0, 52, 0, 0, 0, 0, 0)
+
+
+def test_a_machine_the_filter_lacks_is_reported(busybox_root, tmp_path):
+    (busybox_root / "bin" / "old32").write_bytes(_elf32_i386())
+    only64 = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+              "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}]}
+    (tmp_path / "only64.json").write_text(json.dumps(only64))
+    proc = _cli("scan", str(busybox_root), str(tmp_path / "only64.json"), "--json")
+    assert proc.returncode == 3, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["machines"] == ["x86_64", "x86"]
+    (missing,) = [f for f in data["findings"] if f["arch"] == "x86"]
+    # libseccomp's bad-arch action is KILL_THREAD unless the profile says otherwise
+    assert (missing["syscall"], missing["breaks_before"], missing["breaks_after"]) == ("*", True, True)
+    assert missing["before"] == missing["after"] == "KILL_THREAD"
