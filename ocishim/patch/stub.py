@@ -38,6 +38,8 @@ from ..bpf.insn import (ABS, BPF_MAXINSNS, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, 
 from ..compile import Compiled, PendingRule
 from ..errors import CompileError
 from .enosys import Mode, Version, domain, enosys_ranges
+from ..verify.meaning import OnNr
+from .repair import repair_block
 from .rules import label_factory, rule_block
 
 PASS, ENOSYS_LEAF, DEFAULT_LEAF = "P", "enosys", "default"
@@ -51,6 +53,10 @@ class Patched:
     mode: Mode
     emulate: Version | None
     compiled: Compiled
+    # Set by patch.check: (arch, nr) ocishim compiled itself because libseccomp's code for
+    # them is wrong, and one line per repair or kept stricter answer.
+    repaired: tuple[tuple[str, int], ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def _intervals(arch: Arch, ranges: tuple[tuple[int, int], ...],
@@ -138,8 +144,14 @@ def _check_size(stub: int, program: int) -> None:
                            f"the kernel takes at most {BPF_MAXINSNS}")
 
 
-def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Patched:
-    """Prepend the stub for mode to compiled.program; check the 4096-instruction limit."""
+def build(compiled: Compiled, mode: Mode, emulate: Version | None = None,
+          repairs: Mapping[tuple[str, int], OnNr] | None = None) -> Patched:
+    """Prepend the stub for mode to compiled.program; check the 4096-instruction limit.
+
+    repairs: (arch, nr) whose rules ocishim compiles itself from the profile's meaning
+    (patch.repair), because libseccomp's code for them is wrong (patch.check).
+    """
+    repairs = repairs or {}
     enosys = {a.name: enosys_ranges(a.name, compiled.named.get(a.name, frozenset()), mode,
                                     compiled.default_action, emulate)
               for a in compiled.arches}
@@ -147,7 +159,8 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
 
     by_target: dict[tuple[str, int], list[PendingRule]] = {}
     for rule in compiled.pending:
-        by_target.setdefault((rule.arch, rule.nr), []).append(rule)
+        if (rule.arch, rule.nr) not in repairs:
+            by_target.setdefault((rule.arch, rule.nr), []).append(rule)
     groups: dict[int, list[Arch]] = {}
     for arch in compiled.arches:
         groups.setdefault(arch.audit, []).append(arch)
@@ -185,6 +198,11 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None) -> Pat
                 block_code += rule_block(arch, [r.rule for r in rules], compiled.default_action,
                                          label, miss, rules[0].path)
             pending_class[(arch_name, nr)] = blocks[key]
+        for (arch_name, nr), on in sorted(repairs.items()):
+            arch = BY_NAME[arch_name]
+            if arch in arches:
+                pending_class[(arch_name, nr)] = label = fresh()
+                block_code += repair_block(arch, on, compiled.default_action, label)
         if needs_reload:
             block_code += [Label(reload), ld_abs(0), Goto(into_p)]
         # One tree per arch; x86_64 and x32 split first on bit 30 so that the

@@ -33,14 +33,15 @@ def lacked(patched: Patched) -> dict[tuple[str, int], str]:
 
 def verify(profile: Profile, mode: Mode | str = "unnamed", emulate: Version | None = None,
            native: Arch | None = None, program: Sequence[Insn] | None = None) -> Verification:
-    """libseccomp's program against the profile, the patched program against rule 1, and
-    (with program) a program from elsewhere against the profile, ENOSYS inside E(A)."""
+    """libseccomp's program against the profile, the patched program (with ocishim's
+    repairs) against rule 1, and (with program) a program from elsewhere against the
+    profile, ENOSYS inside E(A)."""
     patched = patch_profile(profile, mode, emulate, native=native)
     compiled = patched.compiled
-    meaning = Meaning(profile, compiled.arches)
+    meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
     own: dict[str, list[int]] = {}
-    for p in compiled.pending:
-        own.setdefault(p.arch, []).append(p.nr)
+    for arch, nr in [(p.arch, p.nr) for p in compiled.pending] + list(patched.repaired):
+        own.setdefault(arch, []).append(nr)
     reports = [
         check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(patched)),
         check_rule1(patched.program, compiled.program, meaning, patched.enosys, own),

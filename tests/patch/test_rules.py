@@ -66,10 +66,14 @@ class Pair:
                 emu.run(self.own, self.arch, self.nr_lacked, args).ret)
 
 
-def _both(arch: Arch, rules: Sequence[Rule], default: tuple[str, int | None] = ("SCMP_ACT_ERRNO", None)) -> Pair:
+def _both(arch: Arch, rules: Sequence[Rule], default: tuple[str, int | None] = ("SCMP_ACT_ERRNO", None),
+          check: bool = False) -> Pair:
+    """libseccomp's program on KNOWN and ocishim's block on LACKED; check=False: as compiled,
+    before patch.check repairs libseccomp's bugs (rule 12 is about the compile)."""
     assert libseccomp.resolve_name(arch, KNOWN) == syscalls.resolve(arch.name, KNOWN)
     assert not libseccomp.knows(arch, LACKED) and syscalls.resolve(arch.name, LACKED) is not None
-    programs = [patch_profile(Profile(default[0], default[1], syscalls=_on(rules, name)), "off", native=arch).program
+    programs = [patch_profile(Profile(default[0], default[1], syscalls=_on(rules, name)), "off", native=arch,
+                              check=check).program
                 for name in (KNOWN, LACKED)]
     return Pair(arch, programs[0], programs[1], syscalls.resolve(arch.name, KNOWN),
                 syscalls.resolve(arch.name, LACKED))
@@ -251,6 +255,11 @@ def test_libseccomp_departs_on_or_of_64bit_ranges():
     if libseccomp.version() < (2, 6, 0):
         # the libseccomp bug: the rules mean ERRNO(EPERM) here
         assert pair.answers((0, 0, 10)) == (eacces, eacces)
+    # patch.check (issue 9) repairs it, on both names: the rule written out again
+    checked = _both(arch, [Rule((NAME,), "SCMP_ACT_ERRNO", errno.EACCES, conds)], check=True)
+    for a2 in (0, 9, 10, 11, 2**32 - 1, 2**32, 2**32 + 10, 2**32 + 11, 2**64 - 1):
+        want = eacces if a2 < 10 or a2 > 2**32 + 10 else EPERM_RET
+        assert checked.answers((0, 0, a2)) == (want, want), hex(a2)
 
 
 def test_libseccomp_departs_on_or_with_ne_on_32bit():
@@ -265,6 +274,10 @@ def test_libseccomp_departs_on_or_with_ne_on_32bit():
     assert pair.answers((1, 1)) == (EPERM_RET, EPERM_RET)
     if libseccomp.version() < (2, 6, 0):
         assert pair.answers((0, 1)) == (EPERM_RET, EPERM_RET)  # the libseccomp bug
+    # stricter than the rules (EPERM where they allow): patch.check keeps it, never loosens
+    checked = _both(arch, [first, second], check=True)
+    assert checked.answers((0, 1)) == pair.answers((0, 1))
+    assert checked.lib == pair.lib
 
 
 # --------------------------------------------------------------------------------------

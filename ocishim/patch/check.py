@@ -1,0 +1,118 @@
+"""Check every filter before it is used, and repair libseccomp where it is weaker (issue 9).
+
+Each build runs two checks (verify.check), over every arch, nr and argument value:
+- libseccomp's program against the profile's meaning;
+- the patched program against rule 1: ENOSYS inside E(A), the meaning on the numbers
+  ocishim compiles itself, libseccomp's answers everywhere else.
+
+Where libseccomp's program differs from the profile on (arch, nr) and is not stricter
+everywhere it differs, ocishim compiles that number's rules itself (patch.repair), and
+the patched program is checked again. Where it is only stricter, it is kept (never
+loosen) and a note says so. A place the checker cannot decide, or a repair that still
+differs, refuses the profile: no filter rather than one nobody has checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from .. import libseccomp, syscalls
+from ..actions import describe, strictness
+from ..compile import Compiled
+from ..errors import CompileError
+from ..profile.model import Profile
+from ..verify.check import Difference, Report, check_program, check_rule1
+from ..verify.meaning import Meaning, OnNr, Refused
+from .enosys import Mode, Version
+from .stub import Patched, build
+
+
+def _version() -> str:
+    return ".".join(map(str, libseccomp.version()))
+
+
+def _lacked(compiled: Compiled) -> dict[tuple[str, int], str]:
+    return {(p.arch, p.nr): "the host libseccomp lacks the name" for p in compiled.pending if not p.alias}
+
+
+def _own(compiled: Compiled, extra: Sequence[tuple[str, int]] = ()) -> dict[str, list[int]]:
+    own: dict[str, list[int]] = {}
+    for arch, nr in [(p.arch, p.nr) for p in compiled.pending] + list(extra):
+        own.setdefault(arch, []).append(nr)
+    return own
+
+
+def _where(d: Difference) -> str:
+    name = syscalls.name(d.witness.arch, d.witness.nr) if d.witness.arch else None
+    return f"{d.witness.arch} {name or 'nr'}({d.witness.nr})"
+
+
+def _refuse(profile: Profile, report: Report, why: str) -> CompileError:
+    first = report.differences[0].text() if report.differences else report.undecided[0].text()
+    return CompileError(profile.field_path("syscalls"), f"{why}: {first}")
+
+
+def check_and_repair(profile: Profile, compiled: Compiled, mode: Mode,
+                     emulate: Version | None = None) -> Patched:
+    """Build the patched filter for compiled and prove it; repair libseccomp where it is weaker.
+
+    The result carries the repaired numbers and the notes for the log."""
+    patched = build(compiled, mode, emulate)  # libseccomp's refusals first, naming the rule
+    try:
+        meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
+    except Refused as exc:
+        raise CompileError(profile.field_path("syscalls"), str(exc)) from None
+    lib = check_program(compiled.program, meaning, "libseccomp vs profile", known=_lacked(compiled))
+    first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, _own(compiled))
+    # Where rules with different actions overlap in ways semantics.md does not settle,
+    # libseccomp's program is the only definition there is (rule 12): keep it, say so.
+    unchecked = sorted({(u.witness.arch, u.witness.nr): u for u in lib.undecided + first.undecided}.items(),
+                       key=lambda kv: (str(kv[0][0]), kv[0][1]))
+
+    pending = {(p.arch, p.nr) for p in compiled.pending}
+    stricter: dict[tuple[str, int], Difference] = {}
+    wrong: dict[tuple[str, int], Difference] = {}
+    for d in first.differences:
+        if d.witness.arch is None or (d.witness.arch, d.witness.nr) not in pending:
+            # the stub itself departs from rule 1: a bug in ocishim, never a filter to load
+            raise _refuse(profile, first, "internal error: the patched filter departs from rule 1")
+    # libseccomp's program, and ocishim's blocks for names it lacks (libseccomp's code too)
+    for d in [d for d in lib.differences if not d.known] + list(first.differences):
+        if d.witness.arch is None:
+            continue
+        key = (d.witness.arch, d.witness.nr)
+        if strictness(d.got) > strictness(d.want):
+            stricter.setdefault(key, d)
+        else:
+            wrong.setdefault(key, d)
+    kept = {k: d for k, d in stricter.items() if k not in wrong}
+    notes = [f"kept: {_where(d)}: libseccomp {_version()} answers {describe(d.got)} where the "
+             f"profile says {describe(d.want)} (stricter), e.g. at {d.witness.text()}"
+             for d in sorted(kept.values(), key=lambda d: (d.witness.arch, d.witness.nr))]
+    notes += [f"unchecked: {u.witness.text()}: {u.reason}; libseccomp's answer stands"
+              for _, u in unchecked]
+    if not wrong:
+        return replace(patched, notes=tuple(notes))
+
+    repairs: dict[tuple[str, int], OnNr] = {}
+    arches = {a.name: a for a in compiled.arches}
+    for (arch, nr) in sorted(wrong):
+        on = meaning.on(arches[arch], nr)
+        if on is not None and on.unsettled:
+            raise CompileError(profile.field_path("syscalls"), f"{wrong[(arch, nr)].text()}, and "
+                               f"ocishim cannot compile these rules itself: {on.unsettled}")
+        repairs[(arch, nr)] = on if on is not None else OnNr(meaning.default, ())
+    repaired = build(compiled, mode, emulate, repairs)
+    again = check_rule1(repaired.program, compiled.program, meaning, repaired.enosys,
+                        _own(compiled, list(repairs)))
+    unsure = [u for u in again.undecided if (u.witness.arch, u.witness.nr) in repairs]
+    if again.differences or unsure:
+        rules = ", ".join(sorted({s.path for on in repairs.values() for s in on.sets}))
+        raise _refuse(profile, again, f"libseccomp {_version()} compiles the rules {rules} wrongly, "
+                                      "and ocishim's own code for them does not check either")
+    for key, d in sorted(wrong.items()):
+        who = "ocishim's rule block" if key in pending else f"libseccomp {_version()}"
+        notes.append(f"repaired: {_where(d)}: {who} answered {describe(d.got)} where the profile "
+                     f"says {describe(d.want)}, e.g. at {d.witness.text()}")
+    return replace(repaired, repaired=tuple(sorted(repairs)), notes=tuple(notes))
