@@ -6,7 +6,8 @@ and runc (listenerPath and a NOTIFY rule in the JSON profile), with `ocishim age
 - The agent's log lists the refused calls, checked against strace of the same run: every
   call of the container's processes that strace saw fail with the errno the filter gives
   to that syscall is in the log, with that errno, and the counts agree.
-trixie's minbase has no python3; perl stands in as the interpreter. Each wait is bounded.
+trixie's minbase has no python3: the fixture adds python3-minimal with apt-get in a
+copy, cached beside it (.cache/rootfs/trixie-python3). Each wait is bounded.
 """
 
 from __future__ import annotations
@@ -38,9 +39,43 @@ TIMEOUT = 120
 # clone3 and faccessat2 taken out: glibc 2.41 falls back on ENOSYS (the stub's answer,
 # through the agent); pthread_create (sort --parallel) and [ -x ] show it.
 MINUS = ("clone3", "faccessat2")
+PYTHON = ("import os, threading; t = threading.Thread(target=print, args=('thread',)); t.start(); "
+          "t.join(); print('python', os.access('/bin/ls', os.X_OK))")
 SCRIPT = ("set -e; [ -x /bin/ls ] && echo executable; apt-get check; "
+          f"python3 -c \"{PYTHON}\"; "
           "perl -e 'print qq(perl \\$^V\\n)'; seq 1 300000 > /tmp/n; sort -n --parallel=2 -S 64M /tmp/n | tail -n 1; "
           "echo done")
+PYTHON_ROOT = rootfs.CACHE / "trixie-python3"
+
+
+def _python_rootfs() -> Path:
+    """trixie minbase plus python3-minimal, built once from the cached trixie (about 15 s)."""
+    base = rootfs.debootstrap_rootfs("trixie")
+    if rootfs.is_complete(PYTHON_ROOT):
+        return PYTHON_ROOT
+    with rootfs.locked(rootfs.CACHE / "trixie-python3.lock"):
+        if rootfs.is_complete(PYTHON_ROOT):
+            return PYTHON_ROOT
+        if reason := rootfs.mirror_unreachable("trixie"):
+            raise rootfs.RootfsUnavailable(reason)
+        tmp = rootfs.CACHE / f".trixie-python3.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(PYTHON_ROOT, ignore_errors=True)
+        try:
+            subprocess.run(["cp", "-a", str(base), str(tmp)], check=True, timeout=TIMEOUT)
+            (tmp / rootfs.MARKER).unlink()
+            shutil.copy("/etc/resolv.conf", tmp / "etc" / "resolv.conf")
+            proc = subprocess.run(["chroot", str(tmp), "/bin/sh", "-c",
+                                   "apt-get -q update && apt-get -q install -y --no-install-recommends "
+                                   "python3-minimal"], capture_output=True, text=True, timeout=600,
+                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                       "DEBIAN_FRONTEND": "noninteractive"})
+            assert proc.returncode == 0, f"apt-get in the trixie copy failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            (tmp / rootfs.MARKER).write_text(json.dumps({"suite": "trixie", "extra": "python3-minimal"}) + "\n")
+            os.rename(tmp, PYTHON_ROOT)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return PYTHON_ROOT
 
 
 def _ocishim() -> list[str]:
@@ -53,7 +88,7 @@ def trixie_bundle(tmp_path_factory) -> Iterator[Path]:
         if reason := bundles.missing_runtime(runtime):
             pytest.skip(reason)
     try:
-        root = rootfs.debootstrap_rootfs("trixie")
+        root = _python_rootfs()
     except rootfs.RootfsUnavailable as exc:
         pytest.skip(str(exc))
     bundle = tmp_path_factory.mktemp("h13-audit") / "bundle"
@@ -132,6 +167,7 @@ def test_audited_container_runs_as_without_audit(runtime, trixie_bundle, agent, 
     audited = _run(runtime, trixie_bundle, agent.socket, tmp_path / "root")
     assert plain.returncode == 0, plain.stderr
     assert "executable" in plain.stdout and "300000" in plain.stdout
+    assert "thread\npython True" in plain.stdout
     assert (audited.returncode, audited.stdout) == (plain.returncode, plain.stdout), audited.stderr
     agent.stop()
     lines = agent.lines()
