@@ -83,7 +83,7 @@ def _ocishim() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trixie_bundle(tmp_path_factory) -> Iterator[Path]:
+def trixie_root() -> Path:
     for runtime in ("runc", "crun"):
         if reason := bundles.missing_runtime(runtime):
             pytest.skip(reason)
@@ -91,13 +91,21 @@ def trixie_bundle(tmp_path_factory) -> Iterator[Path]:
         root = _python_rootfs()
     except rootfs.RootfsUnavailable as exc:
         pytest.skip(str(exc))
-    bundle = tmp_path_factory.mktemp("h13-audit") / "bundle"
-    config_path = bundles.spec(bundle, root, ["/bin/bash", "-c", SCRIPT], bundles.docker_profile(minus=MINUS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trixie_bundle(trixie_root, tmp_path_factory) -> Path:
+    return _bundle(tmp_path_factory.mktemp("h13-audit") / "bundle", trixie_root, SCRIPT)
+
+
+def _bundle(bundle: Path, root: Path, script: str) -> Path:
+    config_path = bundles.spec(bundle, root, ["/bin/bash", "-c", script], bundles.docker_profile(minus=MINUS))
     config = json.loads(config_path.read_text())
     config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                              "options": ["nosuid", "nodev"]})
     config_path.write_text(json.dumps(config))
-    yield bundle
+    return bundle
 
 
 class Agent:
@@ -251,3 +259,39 @@ def test_agent_log_matches_strace(runtime, trixie_bundle, agent, tmp_path):
     assert notified == strace_counts
     detached = [l for l in lines if l["event"] == "detached"]
     assert [d["notifications"] for d in detached] == [sum(strace_counts.values())]
+
+
+@pytest.mark.parametrize("runtime", ["crun", "runc"])
+def test_container_survives_the_agent_killed(runtime, trixie_root, agent, tmp_path):
+    """SIGKILL to the agent while the container loops on a notified call (faccessat2): the
+    container goes on (the kernel answers ENOSYS now, glibc falls back as before) and ends
+    normally; every wait is bounded."""
+    script = "for i in $(seq 1 20000); do [ -x /bin/ls ] || exit 3; done; echo survived"
+    bundle = _bundle(tmp_path / "loop", trixie_root, script)
+    cid = bundles.container_id("h13-kill")
+    args = [*_ocishim(), "run", "--runtime", runtime, "--id", cid, "--audit", "--audit-socket", agent.socket,
+            str(bundle)]
+    root = tmp_path / "root"
+    if runtime == "crun":
+        args = bundles.crun_prefix() + args + [f"--runtime-arg={a}" for a in bundles.CRUN_ARGS]
+    else:
+        args += [f"--runtime-arg=--root={root}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(l["event"] == "notified" for l in agent.lines()):
+            assert proc.poll() is None, proc.communicate(timeout=10)
+            assert time.monotonic() < deadline, "no notification reached the agent"
+            time.sleep(0.02)
+        os.kill(agent.proc.pid, signal.SIGKILL)
+        agent.proc.wait(10)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if runtime == "runc":
+            subprocess.run(["runc", f"--root={root}", "delete", "--force", cid], capture_output=True, timeout=30)
+    assert (proc.returncode, out) == (0, "survived\n"), err
+    detached = [l for l in agent.lines() if l["event"] == "detached"]
+    assert not detached  # killed before the container ended: nothing more was written
