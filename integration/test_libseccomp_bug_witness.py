@@ -201,7 +201,6 @@ def test_plain_crun_gives_libseccomps_answer(name, crun, rootfs, tmp_path):
         assert got[f"w{i}"] in lib, f"{bug.why}: {arch} {args}: errno {got[f'w{i}']}, libseccomp's {lib}"
 
 
-@pytest.mark.xfail(strict=True, raises=WrongAnswer, reason="issue 9 repair not wired yet")
 @pytest.mark.parametrize("name", BUGS)
 def test_ocishim_run_gives_the_profiles_answer(name, crun, rootfs, tmp_path):
     bug = BUGS[name]
@@ -218,3 +217,54 @@ def test_ocishim_run_keeps_a_stricter_answer(name, crun, rootfs, tmp_path):
     bug = STRICTER[name]
     got = _ok(crun.ocishim(_bundle(tmp_path, rootfs, bug)), "ocishim run --runtime crun")
     assert got == {f"w{i}": expected_errno(bug.lib_says) for i in range(len(bug.witnesses))}, bug.why
+
+
+class Runc(Crun):
+    """runc with a private state root: it compiles the JSON profile with its own libseccomp."""
+
+    @property
+    def global_args(self) -> list[str]:
+        return ["--root", str(self.root)]
+
+    def ocishim(self, bundle: Path) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        env["TMPDIR"] = str(self.tmpdir)
+        return subprocess.run([sys.executable, "-m", "ocishim", "run", "--runtime", "runc", "--id",
+                               self.new_id(), *(f"--runtime-arg={a}" for a in self.global_args), str(bundle)],
+                              capture_output=True, text=True, env=env, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+
+    def cleanup(self) -> None:
+        for cid in self.created:
+            subprocess.run(["runc", *self.global_args, "delete", "--force", cid],
+                           capture_output=True, timeout=TIMEOUT)
+        self.created.clear()
+
+
+@pytest.fixture
+def runc(tmp_path_factory):
+    if platform.machine() != "x86_64":
+        pytest.skip(f"the probes are x86_64 programs, not {platform.machine()}")
+    if reason := bundles.missing_runtime("runc"):
+        pytest.skip(reason)
+    rt = Runc(tmp_path_factory.mktemp(f"{ID_PREFIX}-runc-root"), tmp_path_factory.mktemp(f"{ID_PREFIX}-runc-tmp"))
+    try:
+        yield rt
+    finally:
+        rt.cleanup()
+
+
+@pytest.mark.parametrize("name", BUGS)
+def test_ocishim_run_runc_is_never_weaker(name, runc, rootfs, tmp_path):
+    """runc compiles the JSON with its own (the same, buggy) libseccomp: where ocishim had
+    to repair a syscall, JSON readers get its rules as one unconditional rule with the
+    strictest of their actions and the default. Never weaker than the profile: every
+    witness the rules refuse is refused, and since that rule is unconditional, every
+    witness gets the same answer."""
+    bug = BUGS[name]
+    got = _ok(runc.ocishim(_bundle(tmp_path, rootfs, bug)), "ocishim run --runtime runc")
+    assert len(set(got.values())) == 1, got
+    for i, (arch, args) in enumerate(bug.witnesses):
+        if bug.means(arch, args) != RET_ALLOW:
+            assert got[f"w{i}"] != 0, f"{bug.why}: {arch} {args} got through under runc"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import libseccomp, syscalls
+from ..actions import action_value, strictness
 from ..bpf.insn import encode
 from ..compile import MULTIPLEXED
 from ..errors import ProfileError
@@ -31,6 +32,7 @@ from ..patch import Mode, Patched, Version, patch_profile
 from ..patch.compare import weakenings
 from ..patch.enosys import contains, stub_applies
 from ..profile import jsontext, load_object
+from ..profile.model import Profile
 from .settings import Settings, for_container
 
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
@@ -47,6 +49,35 @@ class Rewrite:
 
 def _our_rule(names: list[str]) -> dict[str, Any]:
     return {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}
+
+
+def _strict_for_json_readers(seccomp: dict[str, Any], profile: Profile, patched: Patched) -> None:
+    """Where ocishim repaired libseccomp (patch.check), a runtime that compiles the JSON with
+    its own libseccomp would load the wrong code again. For those runtimes the syscall's
+    rules become one unconditional rule with the strictest action among them and the
+    default: never weaker than the profile (rule 10), if coarser. crun takes the exact
+    program from the annotation and never reads them.
+    """
+    names = sorted({n for arch, nr in patched.repaired if (n := syscalls.name(arch, nr))})
+    if not names:
+        return
+    actions = [(profile.default_action, profile.default_errno_ret)]
+    rules = seccomp.get("syscalls") or []
+    kept = []
+    for rule in rules:
+        listed = [n for n in rule["names"] if n in names]
+        if listed:
+            actions.append((rule["action"], rule.get("errnoRet")))
+            rest = [n for n in rule["names"] if n not in names]
+            if not rest:
+                continue
+            rule = dict(rule, names=rest)
+        kept.append(rule)
+    action, errno_ret = max(actions, key=lambda a: strictness(action_value(*a)))
+    strict: dict[str, Any] = {"names": names, "action": action}
+    if errno_ret is not None:
+        strict["errnoRet"] = errno_ret
+    seccomp["syscalls"] = kept + [strict]
 
 
 def _previous_rule(config: dict[str, Any]) -> list[str] | None:
@@ -152,6 +183,8 @@ def _rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None, source
 
     names, uncovered = portable_names(patched, set(loaded.profile.names()))
     seccomp = config["linux"]["seccomp"]
+    if patched.repaired:
+        _strict_for_json_readers(seccomp, loaded.profile, patched)
     if names and stub_applies(patched.compiled.default_action, emulate):
         rules = seccomp.get("syscalls")
         if rules is None:
