@@ -12,7 +12,7 @@ PROFILES := $(SHARED)/data/profiles
 # own seccomp bats tests need (bats, and Go with runc's Debian build dependencies for
 # their helper programs: integration/runc_bats.py).
 DEBS := python3-venv gcc libc6-dev libseccomp2 crun runc podman containerd docker.io strace \
-        busybox-static debootstrap \
+        busybox-static debootstrap systemd \
         bats jq xz-utils dpkg-dev golang-go libseccomp-dev pkgconf \
         golang-github-containerd-console-dev golang-github-urfave-cli-dev \
         golang-github-cyphar-filepath-securejoin-dev golang-github-opencontainers-specs-dev \
