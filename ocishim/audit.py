@@ -231,11 +231,6 @@ def from_metadata(text: str, limit: int = 1 << 16) -> tuple[Insn, ...] | None:
     return program
 
 
-def describe_plain(loader: str) -> str:
-    """One line per plain syscall of a loader, for messages and docs."""
-    return "\n".join(f"{c.syscall}: {c.why}" for c in PLAIN[loader])
-
-
 
 def audit_config(config: dict, patched: Patched, enosys_names: Sequence[str], socket: str) -> None:
     """Turn a config rewritten by integrations.config into an audited one, in place.

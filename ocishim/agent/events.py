@@ -129,8 +129,12 @@ class EventLog:
             line = json.dumps(record, separators=(",", ":"), ensure_ascii=True)
         else:
             line = " ".join(f"{k}={_text(v)}" for k, v in record.items())
-        self.out.write(line + "\n")
-        self.out.flush()
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except (OSError, ValueError):  # a full disk or a closed stdout must not stop the answers
+            self.suppressed += 1
+            return False
         return True
 
     def seen(self, container: str, key: tuple) -> bool:

@@ -142,3 +142,13 @@ def test_log_file_is_not_followed_through_a_symlink(tmp_path):
     assert target.read_text() == ""
     with pytest.raises(UsageError, match="--log"):
         main.open_log(str(tmp_path))  # a directory
+
+
+def test_a_full_disk_does_not_stop_the_log(tmp_path):
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    log = events.EventLog(Full())
+    assert log.write({"event": "x"}) is False
+    assert log.suppressed == 1
