@@ -142,6 +142,8 @@ def _patched(args):
     patched = patch_profile(profile, mode, emulate, unknown_fail=args.unknown_syscall == "fail")
     for warning in patched.compiled.warnings:
         print(f"ocishim: warning: {warning}", file=sys.stderr)
+    for note in patched.notes:  # the check's repairs and kept stricter answers (patch.check)
+        print(f"ocishim: {note}", file=sys.stderr)
     return profile, patched
 
 

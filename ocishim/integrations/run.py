@@ -24,6 +24,7 @@ code is the container's.
 from __future__ import annotations
 
 import os
+import sys
 import posixpath
 import shutil
 import signal
@@ -182,6 +183,15 @@ def _rewrite_audited(config: dict[str, Any], source: str, mode: Mode, emulate: V
     return result
 
 
+def _notes(result) -> tuple[str, ...]:
+    """The check's repairs and notices (patch.check), cached or freshly built."""
+    done = getattr(result, "filter", None)
+    if done is not None:
+        return tuple(done.notes)
+    patched = getattr(result, "patched", None)
+    return tuple(patched.notes) if patched is not None else ()
+
+
 def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
                    crun: bool = False, audit_socket: str | None = None) -> Prepared:
     """Write the patched config into a new private directory; how to run it."""
@@ -194,6 +204,8 @@ def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
     else:
         result = _rewrite_cached(loaded.config, loaded.source, mode, emulate, unknown_fail)
     config = result.config if result.config is not None else loaded.config
+    for note in _notes(result):
+        print(f"ocishim: {note}", file=sys.stderr)
     root = config.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str):
         raise ProfileError("root.path", "a bundle needs root.path (a string)")
