@@ -452,7 +452,7 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
     itself is part of the key and was checked when the entry was built.
     """
     seccomp = _seccomp_of(config)
-    if cache is None or seccomp is None:
+    if cache is None or seccomp is None or (container and _audited(settings, config)):
         return _build(config, source, settings, container)
     from .profile import jsontext
 
@@ -481,6 +481,14 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
         except (OSError, OcishimError):
             pass  # a full disk or a directory in the entry's place: the next start compiles
     return outcome
+
+
+def _audited(settings: Any, config: Any) -> bool:
+    """Audit mode (ocishim/audit.py) is built fresh and never stored: the audited filter
+    carries the agent's socket, and the key does not hold the audit choice."""
+    from .audit import wanted
+
+    return wanted(settings, config)
 
 
 def _seccomp_of(config: Any) -> Any:

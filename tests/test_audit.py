@@ -296,3 +296,23 @@ def test_hook_with_settings(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "ocishim", "hook", "precreate"], input=json.dumps(config),
                               capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_the_filter_cache_never_serves_an_audited_filter(tmp_path):
+    """With the hook's cache, a container that asked for audit does not leave an audited
+    filter for the next one with the same profile, nor take one from the cache."""
+    import tempfile
+
+    from ocishim import filtercache
+
+    with tempfile.TemporaryDirectory(prefix="h13-cache-") as d:
+        cache, problem = filtercache.open_cache(os.path.join(d, "cache"))
+        assert problem is None and cache is not None
+        settings = Settings(audit="annotation")
+        for ask in ("on", None, "on", None):
+            config = _config({**KILL})
+            if ask:
+                config["annotations"] = {"ocishim.audit": ask}
+            out = filtercache.rewrite_config(config, "config.json", settings, cache)
+            assert ("listenerPath" in out.config["linux"]["seccomp"]) == (ask == "on")
+            assert not (ask == "on" and out.cached)
