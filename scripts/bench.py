@@ -1,59 +1,402 @@
 #!/usr/bin/env python3
-"""Cost of the ENOSYS stub: BPF instructions executed per syscall, by the emulator.
+"""`make bench`: what ocishim costs, each figure a ratio against the real runtime measured
+in the same run, with the command that reproduces it. Prints Markdown and writes
+docs/benchmarks.md (the README quotes it).
 
-For each profile, arch and mode: mean and worst instructions executed over nr
-0..1100 (x32: 0x40000000 | 0..1100), and the most the stub adds to any one
-syscall compared with libseccomp's unpatched program. Prints a Markdown table.
+Sections:
+- start-up: the wrapper's pass-through, the hook, the wrapper's create and `ocishim run`,
+  cold (cache off) and with a compiled-filter cache hit, for runc and crun; podman run
+  with and without the hook. ocishim runs from a non-editable install in its own venv
+  (.cache/bench-venv), as users get it: an editable install's import hook alone costs
+  about 10 ms per start.
+- per syscall: a C loop of getppid (a syscall the kernel's action cache passes without
+  running the filter) and of personality(0xffffffff) (an argument-filtered rule in
+  Docker's profile), without a filter, under libseccomp's program and under each mode.
+- BPF instructions executed per syscall (the emulator) over nr 0..1100.
+- the kernel's always-ALLOW set (bpf/cache.py): the same before and after, per profile
+  and mode.
 
-    make bench            # or: python scripts/bench.py [PROFILE ...] [--arch ARCH]
+    make bench                       # or: python scripts/bench.py [--runs N] [--only startup]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from integration import bundles  # noqa: E402
 from ocishim.arch import BY_NAME, X32_SYSCALL_BIT  # noqa: E402
 from ocishim.bpf import emu  # noqa: E402
+from ocishim.bpf.cache import always_allowed  # noqa: E402
 from ocishim.compile import compile_profile  # noqa: E402
 from ocishim.patch import build, parse_mode  # noqa: E402
-from ocishim.profile import load  # noqa: E402
+from ocishim.profile import load, to_oci  # noqa: E402
 
 MODES = ("off", "auto", "max", "unnamed", "kernel:5.4")
-DEFAULT = [REPO.parent / "shared/data/profiles/docker-default.json"]
+PROFILES = REPO.parent / "shared" / "data" / "profiles"
+BPF_PROFILES = [PROFILES / "docker-default.json", PROFILES / "containers-default.json"]
+BENCH_VENV = REPO / ".cache" / "bench-venv"
+OUT = REPO / "docs" / "benchmarks.md"
+ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+
+LOOP_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+/* ns per call of one syscall, the best of 5 batches of N calls. */
+int main(int argc, char **argv) {
+    long n = atol(argv[2]), nr = strcmp(argv[1], "personality") == 0 ? SYS_personality : SYS_getppid;
+    long arg = nr == SYS_personality ? 0xffffffffL : 0;
+    double best = 1e18;
+    for (int b = 0; b < 5; b++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (long i = 0; i < n; i++) syscall(nr, arg);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ns = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / n;
+        if (ns < best) best = ns;
+    }
+    printf("%.1f\n", best);
+    return 0;
+}
+"""
 
 
-def costs(program, arch, nrs):
-    return [len(emu.run(program, arch, nr).trace) for nr in nrs]
+# ------------------------------------------------------------------ measuring
 
+def median_ms(argv: list[str], runs: int, stdin: bytes | None = None, env: dict | None = None,
+              before=None, after=None, cwd: str | None = None) -> float:
+    """Median wall time of argv in ms; `before`/`after` run untimed around each run."""
+    times = []
+    for _ in range(runs):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env, cwd=cwd)
+        times.append((time.perf_counter() - t0) * 1000)
+        if after:
+            after()
+        if proc.returncode not in (0, 1) and b"does not exist" not in proc.stderr:
+            raise SystemExit(f"bench: {' '.join(argv)} failed ({proc.returncode}): "
+                             f"{proc.stderr.decode(errors='replace')[-500:]}")
+    return statistics.median(times)
+
+
+def bench_venv() -> Path:
+    """A venv with ocishim installed from this checkout, not editable (re-installed each run)."""
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    str(REPO)], check=True)
+    return BENCH_VENV / "bin"
+
+
+def docker_seccomp() -> dict:
+    seccomp = to_oci(load(str(PROFILES / "docker-default.json"), kernel=(6, 1), arch="amd64").profile)
+    seccomp["architectures"] = list(ARCHES)
+    return seccomp
+
+
+def machine() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    import ocishim.libseccomp as lib
+
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return "not found"
+
+    return [f"- {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"load average at start {os.getloadavg()[0]:.2f}",
+            f"- Python {platform.python_version()}, libseccomp {'.'.join(map(str, lib.version()))}, "
+            f"{version(['runc', '--version'])}, {version(['crun', '--version'])}, "
+            f"{version(['podman', '--version'])}"]
+
+
+# ------------------------------------------------------------------ start-up
+
+class Startup:
+    """The containers, bundles and settings the start-up figures use; cleaned up by close()."""
+
+    def __init__(self, bindir: Path, runs: int) -> None:
+        self.bin, self.runs = bindir, runs
+        self.tmp = Path(tempfile.mkdtemp(prefix="h11-bench-"))
+        self.tmp.chmod(0o700)
+        self.rootfs = bundles.busybox_rootfs(self.tmp / "rootfs")
+        self.bundle = self.tmp / "bundle"
+        self.config = bundles.spec(self.bundle, self.rootfs, ["/bin/true"], docker_seccomp())
+        self.original = self.config.read_bytes()
+        self.cache = self.tmp / "cache"
+        self.runc = shutil.which("runc")
+        self.crun = shutil.which("crun")
+        self.settings = {}
+        for name, values in (("cold", {"cache": "off"}), ("hit", {"cache": str(self.cache)})):
+            path = self.tmp / f"settings-{name}.json"
+            path.write_text(json.dumps({**values, "log": str(self.tmp / "ocishim.log")}))
+            path.chmod(0o644)
+            self.settings[name] = path
+        self.rows: list[tuple[str, str, float, str, float | None]] = []
+
+    def env(self, which: str, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OCISHIM_")}
+        return {**base, "OCISHIM_CONFIG": str(self.settings[which]), **extra}
+
+    def restore(self) -> None:
+        self.config.write_bytes(self.original)
+
+    def row(self, what: str, command: str, ours: float, theirs_label: str = "",
+            theirs: float | None = None) -> None:
+        self.rows.append((what, command, ours, theirs_label, theirs))
+        ratio = f"{ours / theirs:.2f}x" if theirs else ""
+        print(f"  {what}: {ours:.1f} ms" + (f" vs {theirs:.1f} ms ({ratio})" if theirs else ""),
+              file=sys.stderr)
+
+    def run_all(self) -> None:
+        floor = median_ms([sys.executable, "-I", "-S", "-c", "pass"], self.runs)
+        self.row("`python3 -I -S -c pass` (the floor)", "python3 -I -S -c pass", floor)
+        venv_python = median_ms([str(self.bin / "python"), "-c", "pass"], self.runs)
+        self.row("`python -c pass` in the venv", ".cache/bench-venv/bin/python -c pass", venv_python)
+        self.pass_through()
+        self.hook()
+        self.create()
+        self.run_cmd()
+        self.podman()
+
+    def pass_through(self) -> None:
+        cid = "h11-bench-state"
+        subprocess.run([self.runc, "create", "--bundle", str(self.bundle), cid], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            theirs = median_ms([self.runc, "state", cid], self.runs)
+            ours = median_ms([str(self.bin / "ocishim-runtime"), "state", cid], self.runs,
+                             env=self.env("cold", OCISHIM_RUNTIME=self.runc))
+            self.row("pass-through: `ocishim-runtime state ID`", "OCISHIM_RUNTIME=runc ocishim-runtime state ID",
+                     ours, "`runc state ID`", theirs)
+        finally:
+            subprocess.run([self.runc, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+        theirs = median_ms([self.crun, "state", "h11-none"], self.runs)
+        ours = median_ms([str(self.bin / "ocishim-runtime"), "state", "h11-none"], self.runs,
+                         env=self.env("cold", OCISHIM_RUNTIME=self.crun))
+        self.row("pass-through: `ocishim-runtime state ID` (crun, no such container)",
+                 "OCISHIM_RUNTIME=crun ocishim-runtime state none", ours, "`crun state none`", theirs)
+
+    def hook(self) -> None:
+        hook = [str(self.bin / "ocishim"), "hook", "precreate"]
+        for which in ("cold", "hit"):
+            if which == "hit":
+                subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL,
+                               env=self.env("hit"), check=True)
+            ours = median_ms(hook, self.runs, stdin=self.original, env=self.env(which))
+            self.row(f"`ocishim hook precreate`, {which}" + (" (cache off)" if which == "cold" else ""),
+                     "ocishim hook precreate < config.json  # Docker's profile, x86_64 x86 x32",
+                     ours, "`python3 -I -S -c pass`", self.rows[0][2])
+
+    def _create(self, runtime: str, argv_prefix: list[str], env: dict | None, label: str,
+                command: str) -> float:
+        cid = "h11-bench-create"
+
+        def after() -> None:
+            subprocess.run([runtime, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+            self.restore()
+        return median_ms([*argv_prefix, "create", "--bundle", str(self.bundle), cid], self.runs,
+                         env=env, before=self.restore, after=after)
+
+    def create(self) -> None:
+        wrapper = str(self.bin / "ocishim-runtime")
+        theirs = self._create(self.runc, [self.runc], None, "", "")
+        for which in ("cold", "hit"):
+            ours = self._create(self.runc, [wrapper], self.env(which, OCISHIM_RUNTIME=self.runc), "", "")
+            self.row(f"`ocishim-runtime create`, {which}", "OCISHIM_RUNTIME=runc ocishim-runtime create "
+                     "--bundle B ID", ours, "`runc create --bundle B ID`", theirs)
+
+    def run_cmd(self) -> None:
+        ocishim = str(self.bin / "ocishim")
+        env_base = {k: v for k, v in os.environ.items() if k != "OCISHIM_CACHE"}
+        theirs = median_ms([self.runc, "run", "--bundle", str(self.bundle), "h11-bench-run"], self.runs,
+                           before=self.restore)
+        for which in ("cold", "hit"):
+            env = {**env_base, "OCISHIM_CACHE": "off" if which == "cold" else str(self.cache)}
+            ours = median_ms([ocishim, "run", "--runtime", "runc", "--id", "h11-bench-run", str(self.bundle)],
+                             self.runs, env=env, before=self.restore)
+            self.row(f"`ocishim run --runtime runc`, {which}", "ocishim run --runtime runc B",
+                     ours, "`runc run ID`", theirs)
+        prefix = bundles.crun_prefix()
+        crun = [*prefix, self.crun, *bundles.CRUN_ARGS]
+        theirs = median_ms([*crun, "run", "--bundle", str(self.bundle), "h11-bench-crun"], self.runs,
+                           before=self.restore)
+        for which in ("cold", "hit"):
+            env = {**env_base, "OCISHIM_CACHE": "off" if which == "cold" else str(self.cache)}
+            ours = median_ms([*prefix, ocishim, "run", "--runtime", "crun", "--id", "h11-bench-crun",
+                              *(f"--runtime-arg={a}" for a in bundles.CRUN_ARGS), str(self.bundle)],
+                             self.runs, env=env, before=self.restore)
+            self.row(f"`ocishim run --runtime crun`, {which}", "unshare -m ... ocishim run --runtime crun "
+                     "--runtime-arg=--cgroup-manager=disabled B", ours,
+                     "`unshare -m ... crun --cgroup-manager=disabled run ID`", theirs)
+
+    def podman(self) -> None:
+        if shutil.which("podman") is None:
+            return
+        hooks = self.tmp / "hooks.d"
+        hooks.mkdir()
+        entry = {"version": "1.0.0", "hook": {"path": str(self.bin / "ocishim"),
+                                              "args": ["ocishim", "hook", "precreate"],
+                                              "env": [f"OCISHIM_CONFIG={self.settings['hit']}"]},
+                 "when": {"always": True}, "stages": ["precreate"]}
+        (hooks / "ocishim-precreate.json").write_text(json.dumps(entry))
+        seccomp = self.tmp / "seccomp.json"
+        seccomp.write_text(json.dumps(docker_seccomp()))
+        base = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+        tail = ["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                "--security-opt", f"seccomp={seccomp}", "--rootfs", str(self.rootfs), "/bin/true"]
+        empty = self.tmp / "no-hooks.d"
+        empty.mkdir()
+        theirs = median_ms([*base, "--hooks-dir", str(empty), *tail], self.runs)
+        subprocess.run([*base, "--hooks-dir", str(hooks), *tail], check=True)  # warms the cache
+        ours = median_ms([*base, "--hooks-dir", str(hooks), *tail], self.runs)
+        self.row("podman run with the hook, hit", "podman --hooks-dir D --runtime runc run --rm "
+                 "--security-opt seccomp=P --rootfs R /bin/true", ours, "the same without the hook", theirs)
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def markdown(self) -> list[str]:
+        out = ["| what | ocishim | plain | ratio | reproduce |", "|---|---:|---|---:|---|"]
+        for what, command, ours, label, theirs in self.rows:
+            plain = f"{label} {theirs:.1f} ms" if theirs else ""
+            ratio = f"{ours / theirs:.2f}x" if theirs else ""
+            out.append(f"| {what} | {ours:.1f} ms | {plain} | {ratio} | `{command}` |")
+        return out
+
+
+# ------------------------------------------------------------------ per syscall
+
+def per_syscall(bindir: Path, tmp: Path, iterations: int) -> list[str]:
+    source = tmp / "loop.c"
+    source.write_text(LOOP_C)
+    binary = tmp / "loop"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(binary), str(source)], check=True)
+    profile = tmp / "docker.json"
+    profile.write_text(json.dumps(docker_seccomp()))
+    ocishim = str(bindir / "ocishim")
+    variants = [("no filter", [])]
+    for mode in ("off", *MODES[1:]):
+        label = "unpatched (off)" if mode == "off" else mode
+        variants.append((label, [ocishim, "exec", str(profile), "--enosys", mode, "--"]))
+    out = ["| call | " + " | ".join(label for label, _ in variants) + " | worst patched/unpatched |",
+           "|---|" + "---:|" * (len(variants) + 1)]
+    for call in ("getppid", "personality"):
+        cells = []
+        for _, prefix in variants:
+            runs = [float(subprocess.run([*prefix, str(binary), call, str(iterations)], capture_output=True,
+                                         text=True, check=True).stdout) for _ in range(3)]
+            cells.append(statistics.median(runs))
+        worst = max(c / cells[1] for c in cells[2:])
+        out.append(f"| {call} | " + " | ".join(f"{c:.0f} ns" for c in cells) + f" | {worst:.3f} |")
+        print(f"  {call}: {cells}", file=sys.stderr)
+    return out
+
+
+# ------------------------------------------------------------------ the emulator
+
+def bpf_counts() -> tuple[list[str], list[str]]:
+    counts = ["| profile | arch | program | length | mean | worst | most added |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    cache = ["| profile | arch | mode | always-ALLOW before | after | equal |", "|---|---|---|---:|---:|---|"]
+    for path in BPF_PROFILES:
+        compiled = compile_profile(load(str(path)).profile)
+        for arch in compiled.arches:
+            base = X32_SYSCALL_BIT if arch.name == "x32" else 0
+            nrs = [base + n for n in range(1101)]
+            raw = [len(emu.run(compiled.program, arch, nr).trace) for nr in nrs]
+            before = always_allowed(compiled.program, arch, nrs)
+            counts.append(f"| {path.name} | {arch.name} | libseccomp (unpatched) | {len(compiled.program)} | "
+                          f"{sum(raw) / len(raw):.2f} | {max(raw)} | 0 |")
+            for mode in MODES:
+                program = build(compiled, parse_mode(mode)).program
+                c = [len(emu.run(program, arch, nr).trace) for nr in nrs]
+                added = max(a - b for a, b in zip(c, raw))
+                counts.append(f"| {path.name} | {arch.name} | --enosys {mode} | {len(program)} | "
+                              f"{sum(c) / len(c):.2f} | {max(c)} | {added} |")
+                after = always_allowed(program, arch, nrs)
+                cache.append(f"| {path.name} | {arch.name} | {mode} | {len(before)} | {len(after)} | "
+                             f"{'yes' if before == after else 'NO'} |")
+    return counts, cache
+
+
+# ------------------------------------------------------------------ main
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("profiles", nargs="*", type=Path, default=DEFAULT)
-    ap.add_argument("--arch", action="append", help="arch to measure (default: x86_64)")
+    ap.add_argument("--runs", type=int, default=10, help="runs per start-up figure (median; default 10)")
+    ap.add_argument("--iterations", type=int, default=1_000_000, help="calls per syscall batch")
+    ap.add_argument("--only", action="append", choices=("startup", "syscall", "bpf"))
+    ap.add_argument("--out", type=Path, default=OUT, help="the Markdown file (default docs/benchmarks.md)")
     args = ap.parse_args()
-    arches = args.arch or ["x86_64"]
-    print("| profile | arch | program | length | mean | worst | most added |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for path in args.profiles:
-        compiled = compile_profile(load(str(path)).profile)
-        for name in arches:
-            arch = BY_NAME[name]
-            base = X32_SYSCALL_BIT if name == "x32" else 0
-            nrs = [base + n for n in range(1101)]
-            raw = costs(compiled.program, arch, nrs)
-            rows = [("libseccomp (unpatched)", compiled.program, raw)]
-            for mode in MODES:
-                program = build(compiled, parse_mode(mode)).program
-                rows.append((f"--enosys {mode}", program, costs(program, arch, nrs)))
-            for label, program, c in rows:
-                added = max(a - b for a, b in zip(c, raw))
-                print(f"| {path.name} | {name} | {label} | {len(program)} | "
-                      f"{sum(c) / len(c):.2f} | {max(c)} | {added} |")
+    only = set(args.only or ("startup", "syscall", "bpf"))
+    if os.geteuid() != 0 and only & {"startup", "syscall"}:
+        raise SystemExit("bench: start-up and per-syscall figures need root (real runtimes)")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    doc = ["# Benchmarks", "", f"Written by `make bench` ({started}); every ratio is measured in "
+           "the same run against the plain runtime. Medians; figures move with the machine's load, "
+           "ratios much less.", "", "## Machine", "", *machine(), ""]
+    bindir = bench_venv() if only & {"startup", "syscall"} else None
+    tmp = Path(tempfile.mkdtemp(prefix="h11-bench-c-"))
+    try:
+        if "startup" in only:
+            print("start-up:", file=sys.stderr)
+            startup = Startup(bindir, args.runs)
+            try:
+                startup.run_all()
+            finally:
+                startup.close()
+            doc += ["## Start-up", "", f"Docker's default profile (x86_64, x86, x32), busybox /bin/true, "
+                    f"median of {args.runs} runs; ocishim from a non-editable install. \"hit\": the "
+                    "compiled-filter cache holds the filter; \"cold\": the cache is off.", "",
+                    *startup.markdown(), ""]
+        if "syscall" in only:
+            print("per syscall:", file=sys.stderr)
+            doc += ["## Per syscall", "", "A static C loop (`syscall(nr, arg)`, best of 5 batches of "
+                    f"{args.iterations} calls, median of 3 runs) under `ocishim exec docker.json --enosys MODE`. "
+                    "getppid is allowed for every argument, so the kernel's action cache passes it without "
+                    "running the filter; personality(0xffffffff) runs the filter to an argument rule.", "",
+                    *per_syscall(bindir, tmp, args.iterations), ""]
+        if "bpf" in only:
+            print("emulator:", file=sys.stderr)
+            counts, cache = bpf_counts()
+            doc += ["## BPF instructions per syscall", "", "Instructions executed by the emulator for "
+                    "nr 0..1100 (x32: 0x40000000 | nr): mean, worst, and the most the stub adds to any one "
+                    "syscall over libseccomp's program.", "", *counts, "",
+                    "## The kernel's always-ALLOW set", "", "Syscalls the kernel's action cache answers "
+                    "ALLOW without running the filter (bpf/cache.py replays its evaluator), nr 0..1100 "
+                    "per arch: the patch must keep every one of them.", "", *cache, ""]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    doc += [f"Load average at the end: {os.getloadavg()[0]:.2f}.", ""]
+    text = "\n".join(doc)
+    print(text)
+    args.out.write_text(text)
     return 0
 
 
