@@ -486,9 +486,9 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
 def _audited(settings: Any, config: Any) -> bool:
     """Audit mode (ocishim/audit.py) is built fresh and never stored: the audited filter
     carries the agent's socket, and the key does not hold the audit choice."""
-    from .audit import wanted
+    from .integrations.settings import audit_wanted
 
-    return wanted(settings, config)
+    return audit_wanted(settings, config)
 
 
 def _seccomp_of(config: Any) -> Any:

@@ -204,9 +204,10 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
     result, where the settings and ocishim.audit ask for it (audit.wanted): it changes
     no answer, and the listener goes only to the settings' agent socket.
     """
-    from ..audit import audit_config, wanted
+    from ..audit import audit_config
+    from .settings import audit_wanted
 
-    audited = wanted(settings, config)  # before anything changes config's annotations
+    audited = audit_wanted(settings, config)  # before anything changes config's annotations
     result = _for_container(config, settings, source)
     if audited and result.config is not None:
         audit_config(result.config, result.patched, result.enosys_names, settings.audit_socket)

@@ -145,3 +145,32 @@ def for_container(settings: Settings, config: Mapping[str, Any]) -> tuple[Settin
             changed.append(f"annotations.{ANNOTATION_PREFIX}{key}")
     return chosen, tuple(changed)
 
+
+AUDIT_ANNOTATION = "ocishim.audit"
+
+
+def audit_wanted(settings: Settings, config: Mapping[str, Any]) -> bool:
+    """Whether this container is audited: the settings' "audit", then ocishim.audit (rule 10).
+
+    "on" audits every container and an annotation cannot turn that off (the administrator
+    watches); "annotation" audits those that ask with ocishim.audit=on; "off" refuses a
+    container that asks. Audit changes no answer, and its listener goes to the settings'
+    socket only, so the annotation cannot make a filter weaker; it is refused where the
+    administrator did not allow it, so that a pod cannot start talking to the agent.
+    With "annotations": "ignore" the annotation is not read.
+    """
+    annotations = config.get("annotations") if isinstance(config, Mapping) else None
+    value = None
+    if settings.annotations and isinstance(annotations, Mapping):
+        value = annotations.get(AUDIT_ANNOTATION)
+    where = f"annotations.{AUDIT_ANNOTATION}"
+    if value is not None and value not in ("on", "off"):
+        raise ProfileError(where, "must be on or off")
+    if settings.audit == "on":
+        if value == "off":
+            raise ProfileError(where, "refused: the administrator's settings audit every container")
+        return True
+    if value == "on" and settings.audit != "annotation":
+        raise ProfileError(where, "refused: the administrator's settings do not allow audit "
+                                  "(\"audit\": \"annotation\" does)")
+    return value == "on"
