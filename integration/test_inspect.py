@@ -234,7 +234,15 @@ def _filter_bytes(pid: int) -> bytes:
 
 
 def _crun_pid(state: Path) -> int:
-    return json.loads((state / "status").read_text())["pid"]
+    """The container's pid from crun's status file, which crun may write after the
+    container's process has started (and printed)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return json.loads((state / "status").read_text())["pid"]
+        except (FileNotFoundError, ValueError, KeyError):
+            assert time.monotonic() < deadline, f"crun wrote no {state}/status"
+            time.sleep(0.05)
 
 
 def test_runc_plain(world):
