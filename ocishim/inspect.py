@@ -183,11 +183,6 @@ def _detach(pid: int, signal_number: int) -> None:
         pass
 
 
-def filters_of(pids: Sequence[int]) -> dict[int, list[tuple[Insn, ...]]]:
-    """read_filters for each pid, in order."""
-    return {pid: read_filters(pid) for pid in pids}
-
-
 # --- what a filter is: ocishim's stub, runc's stub, or neither -------------------------
 
 @dataclass(frozen=True)

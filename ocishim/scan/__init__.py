@@ -9,7 +9,6 @@ the syscalls they need ENOSYS for; findings.py answers each before and after oci
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
