@@ -968,9 +968,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command != "help":  # help must work even where libseccomp is too old
-            from . import libseccomp
+            # By ctypes: the binding's import (20 ms and more) waits for a command that compiles.
+            from .filtercache import require_libseccomp
 
-            libseccomp.require()
+            require_libseccomp()
         return args.func(args)
     except OcishimError as exc:
         print(f"ocishim: {exc}", file=sys.stderr)

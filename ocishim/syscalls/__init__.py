@@ -13,7 +13,14 @@ import re
 from dataclasses import dataclass
 
 from ..arch import ARCHES
-from ._data import TABLE
+
+
+def _full_table():  # noqa: ANN202
+    """The generated table, on first use: a 250 KB module that a compiled-filter cache hit
+    and the settings (Mode) never need."""
+    from ._data import TABLE
+
+    return TABLE
 
 Version = tuple[int, int]
 
@@ -34,7 +41,7 @@ class _ArchTable:
 
 @functools.cache
 def _table(arch: str) -> _ArchTable:
-    rows = TABLE.get(arch)
+    rows = _full_table().get(arch)
     if rows is None:
         raise KeyError(f"unknown arch {arch!r}: the syscall table has {', '.join(arches())}")
     by_name: dict[str, int] = {}
@@ -67,7 +74,7 @@ def _table(arch: str) -> _ArchTable:
 @functools.cache
 def arches() -> tuple[str, ...]:
     """Arch names in the table, in the order of ocishim.arch.ARCHES."""
-    return tuple(a.name for a in ARCHES if a.name in TABLE)
+    return tuple(a.name for a in ARCHES if a.name in _full_table())
 
 
 def resolve(arch: str, name: str) -> int | None:
