@@ -513,9 +513,13 @@ class Report:
     container: Container | None
     config: str | None
     filters: tuple[FilterReport, ...]
+    config_error: str | None = None  # why the config could not be compared
 
     def as_json(self) -> dict:
-        return {"pid": self.pid, "filters": [f.as_json() for f in self.filters]}
+        out = {"pid": self.pid, "filters": [f.as_json() for f in self.filters]}
+        if self.config_error:
+            out["config_error"] = self.config_error
+        return out
 
 
 def inspect(target: str, extra_roots: Sequence[str] = (), programs: list | None = None) -> Report:
@@ -526,12 +530,20 @@ def inspect(target: str, extra_roots: Sequence[str] = (), programs: list | None 
     if programs is not None:
         programs.extend(filters)
     config = _config_path(container) if container else None
-    matches = matching_modes(filters, config) if config and filters else [[] for _ in filters]
+    matches: list[list[tuple[str, str]]] = [[] for _ in filters]
+    error = None
+    if config and filters:
+        # The bundle's config.json is the container owner's: a bad one is reported,
+        # and the filters read are still worth showing.
+        try:
+            matches = matching_modes(filters, config)
+        except OcishimError as exc:
+            error = str(exc)
     reports = []
     for i, program in enumerate(filters):
         lay = layout(program)
         reports.append(FilterReport(i, len(program), lay.stub, lay.enosys, tuple(matches[i])))
-    return Report(pid, container, config, tuple(reports))
+    return Report(pid, container, config, tuple(reports), error)
 
 
 def ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
@@ -546,7 +558,8 @@ def report_text(report: Report, programs: Sequence[tuple[Insn, ...]] = ()) -> st
     lines = [f"pid {report.pid}" + (f": container {report.container.id} ({report.container.state})"
                                      if report.container else "")]
     if report.config:
-        lines.append(f"config {report.config}")
+        lines.append(f"config {report.config}" + (f": cannot compare: {report.config_error}"
+                                                  if report.config_error else ""))
     if not report.filters:
         lines.append("no seccomp filter")
     for f in report.filters:
@@ -554,7 +567,7 @@ def report_text(report: Report, programs: Sequence[tuple[Insn, ...]] = ()) -> st
         lines.append(f"filter {f.index}: {f.length} instructions, {stub}")
         for arch, ranges in f.enosys.items():
             lines.append(f"  ENOSYS {arch}: {ranges_text(ranges)}")
-        if report.config:
+        if report.config and not report.config_error:
             for mode, how in f.matches:
                 lines.append(f"  matches ocishim --enosys {mode}: " + (
                     "the patched program, byte for byte" if how == "bytes" else

@@ -223,3 +223,28 @@ def test_cli_disasm_is_the_listing_of_the_bytes_loaded(children, tmp_path):
         listing = _cli("disasm", str(raw)).stdout
         assert "\n".join("  " + line for line in listing.splitlines()) in proc.stdout
     assert _finish(child) == "tracer=0 signals=[] traced-child=True"
+
+
+def test_state_dir_lookup_and_a_bad_bundle_config(children, tmp_path):
+    """A container found by id under --root (runc's state.json: init_process_pid and the
+    bundle label), whose bundle config.json is broken: the filters are still shown, and
+    the config's error is named instead of a comparison."""
+    child = _start([FIRST])
+    children.append(child)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(
+        {"ociVersion": "1.0.2", "linux": {"seccomp": {"defaultAction": "SCMP_ACT_BOGUS"}}}))
+    state = tmp_path / "root" / "h10-fake"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text(json.dumps(
+        {"id": "h10-fake", "init_process_pid": child.pid, "config": {"labels": [f"bundle={bundle}"]}}))
+    proc = _cli("inspect", "h10-fa", "--root", str(tmp_path / "root"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["pid"] == child.pid and report["filters"][0]["length"] == len(FIRST)
+    assert report["config_error"] == 'linux.seccomp.defaultAction: unknown action "SCMP_ACT_BOGUS"'
+    # by pid, the same container is found through its state
+    text = _cli("inspect", str(child.pid), "--root", str(tmp_path / "root"))
+    assert f"pid {child.pid}: container h10-fake ({state}/state.json)" in text.stdout
+    assert _finish(child) == "tracer=0 signals=[] traced-child=True"
