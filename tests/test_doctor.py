@@ -120,3 +120,49 @@ def test_no_libseccomp_is_broken():
 def test_kernel_version_parse():
     assert doctor.kernel_version("6.18.44-fc-v595") == (6, 18)
     assert doctor.kernel_version("5.10.0-28-amd64") == (5, 10)
+
+
+def _executables(tmp_path: Path) -> tuple[Path, Path]:
+    """Executables named as the installer expects them (it checks that they exist)."""
+    bin_dir = tmp_path / "usr" / "local" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in ("ocishim", "ocishim-runtime"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+        out.append(bin_dir / name)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("engine, rel", [
+    ("containerd", "etc/containerd/config.toml"),
+    ("docker", "etc/docker/daemon.json"),
+    ("crio", "etc/crio/crio.conf.d/10-ocishim.conf"),
+])
+def test_what_ocishim_install_writes_is_seen_as_wired(tmp_path, engine, rel):
+    """The engine configs `ocishim install` writes (its own code, another module's) read
+    as wired; the default hooks directory podman reads too."""
+    import sys
+
+    target = tmp_path / rel
+    target.parent.mkdir(parents=True)
+    ocishim, wrapper = _executables(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ocishim", "install", engine, "--file", str(target),
+                           "--wrapper", str(wrapper), "--ocishim", str(ocishim)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = doctor.wrapper_status(str(tmp_path))
+    assert {e: status[e] for e in ("containerd", "docker", "crio")} == \
+        {e: e == engine for e in ("containerd", "docker", "crio")}
+
+
+def test_the_hook_ocishim_install_writes_is_seen_as_wired(tmp_path):
+    import sys
+
+    hooks = tmp_path / "etc" / "containers" / "oci" / "hooks.d"
+    ocishim, _ = _executables(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ocishim", "install", "podman-hook", "--dir", str(hooks),
+                           "--ocishim", str(ocishim)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = doctor.hook_status(str(tmp_path))
+    assert status["wired"] is True and len(status["installed"]) == 1
