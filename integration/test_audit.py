@@ -295,3 +295,36 @@ def test_container_survives_the_agent_killed(runtime, trixie_root, agent, tmp_pa
     assert (proc.returncode, out) == (0, "survived\n"), err
     detached = [l for l in agent.lines() if l["event"] == "detached"]
     assert not detached  # killed before the container ended: nothing more was written
+
+
+def test_wrapper_with_audit_settings(trixie_root, agent, tmp_path):
+    """ocishim-runtime in front of runc with "audit": "on" in the settings: the config it
+    writes sends the listener to the settings' socket, the container runs, the agent logs it."""
+    from .test_podman import ocishim_executable
+
+    runc = shutil.which("runc")
+    wrapper = ocishim_executable(tmp_path, "ocishim-runtime")
+    bundle = _bundle(tmp_path / "bundle", trixie_root, "[ -x /bin/ls ] && echo executable")
+    settings_dir = Path(tempfile.mkdtemp(prefix="h13-settings-"))
+    try:
+        settings = settings_dir / "config.json"
+        settings.write_text(json.dumps({"audit": "on", "audit-socket": agent.socket,
+                                        "log": str(settings_dir / "ocishim.log")}))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OCISHIM_CONFIG": str(settings),
+               "OCISHIM_RUNTIME": runc}
+        cid = bundles.container_id("h13-wrap")
+        root = tmp_path / "root"
+        try:
+            proc = subprocess.run([str(wrapper), "--root", str(root), "run", "--bundle", str(bundle), cid],
+                                  capture_output=True, text=True, env=env, timeout=TIMEOUT)
+        finally:
+            subprocess.run([runc, f"--root={root}", "delete", "--force", cid], capture_output=True, timeout=30)
+        assert (proc.returncode, proc.stdout) == (0, "executable\n"), proc.stderr
+        seccomp = json.loads((bundle / "config.json").read_text())["linux"]["seccomp"]
+        assert seccomp["listenerPath"] == agent.socket
+    finally:
+        shutil.rmtree(settings_dir, ignore_errors=True)
+    agent.stop()
+    lines = agent.lines()
+    assert [l["container"] for l in lines if l["event"] == "attached"] == [cid]
+    assert ("faccessat2", "ENOSYS") in {(l["syscall"], l["answer"]) for l in lines if l["event"] == "notified"}
