@@ -514,9 +514,11 @@ class Report:
     config: str | None
     filters: tuple[FilterReport, ...]
     config_error: str | None = None  # why the config could not be compared
+    processes: tuple[int, ...] = ()  # pid and its descendants (the container's processes)
 
     def as_json(self) -> dict:
-        out = {"pid": self.pid, "filters": [f.as_json() for f in self.filters]}
+        out = {"pid": self.pid, "filters": [f.as_json() for f in self.filters],
+               "processes": list(self.processes)}
         if self.config_error:
             out["config_error"] = self.config_error
         return out
@@ -543,7 +545,18 @@ def inspect(target: str, extra_roots: Sequence[str] = (), programs: list | None 
     for i, program in enumerate(filters):
         lay = layout(program)
         reports.append(FilterReport(i, len(program), lay.stub, lay.enosys, tuple(matches[i])))
-    return Report(pid, container, config, tuple(reports), error)
+    return Report(pid, container, config, tuple(reports), error, _processes(pid))
+
+
+def _processes(pid: int) -> tuple[int, ...]:
+    """pid and every process below it (psutil), which inherited its filters or
+    added their own on top."""
+    import psutil
+
+    try:
+        return (pid,) + tuple(sorted(p.pid for p in psutil.Process(pid).children(recursive=True)))
+    except psutil.NoSuchProcess:
+        return (pid,)
 
 
 def ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
@@ -557,6 +570,8 @@ def ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
 def report_text(report: Report, programs: Sequence[tuple[Insn, ...]] = ()) -> str:
     lines = [f"pid {report.pid}" + (f": container {report.container.id} ({report.container.state})"
                                      if report.container else "")]
+    if len(report.processes) > 1:
+        lines.append(f"processes {' '.join(map(str, report.processes))}")
     if report.config:
         lines.append(f"config {report.config}" + (f": cannot compare: {report.config_error}"
                                                   if report.config_error else ""))

@@ -192,7 +192,8 @@ def test_cli_json_of_a_traced_process_is_exit_1(children):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report == {"pid": child.pid, "filters": [
-        {"index": 0, "length": len(FIRST), "stub": None, "enosys": {}, "matches": [], "match_kind": []}]}
+        {"index": 0, "length": len(FIRST), "stub": None, "enosys": {}, "matches": [], "match_kind": []}],
+        "processes": [child.pid]}
     tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=none", "-p", str(child.pid)],
                               stderr=subprocess.DEVNULL)
     try:
