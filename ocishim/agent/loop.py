@@ -162,11 +162,13 @@ class Agent:
 
     def _attach(self, hello: protocol.Hello) -> None:
         program = audit.from_metadata(hello.metadata)
+        sync = notify.sync_wake_up(hello.listener)
         self.containers[hello.listener] = Container(hello.container, hello.pid, hello.listener,
                                                     program, _reads_ip(program))
         self.epoll.register(hello.listener, select.EPOLLIN)
         self.log.write({"event": "attached", "container": hello.container, "pid": hello.pid,
-                        "bundle": hello.bundle, "audited": program is not None}, force=True)
+                        "bundle": hello.bundle, "audited": program is not None,
+                        "sync_wake_up": sync}, force=True)
 
     def _detach(self, fd: int) -> None:
         c = self.containers.pop(fd)
