@@ -28,7 +28,8 @@ from typing import Sequence
 from ..arch import Arch
 from ..bpf.asm import Cond, Goto, Item, Label
 from ..bpf.insn import (ABS, ALU, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, LDX, MISC, OFF_ARCH,
-                        OFF_NR, RET, ST, STX, W, Insn, bpf_class, bpf_op, bpf_src)
+                        OFF_NR, RET, ST, STX, W, Insn, bpf_class, bpf_op, bpf_src, ret)
+from ..actions import action_value
 from ..compile import compile_proxy
 from ..errors import CompileError
 from ..profile.model import Rule
@@ -98,6 +99,12 @@ def _fold(program: Sequence[Insn], arch: Arch, proxy: int, where: str) -> dict[i
 def rule_block(arch: Arch, rules: Sequence[Rule], default: int, label: str, into_p: str,
                where: str) -> list[Item]:
     """The code for rules on one (arch, nr) whose name libseccomp lacks; no match jumps to into_p."""
+    first = action_value(rules[0].action, rules[0].errno_ret) if rules else default
+    if rules and not any(r.args for r in rules) and first != default:
+        # Unconditional rules only: the first one's action, whatever follows (libseccomp
+        # keeps the first unconditional rule). No child process, no libseccomp compile;
+        # patch.check proves the block against the profile's meaning all the same.
+        return [Label(label), ret(first)]
     program, proxy = compile_proxy(arch, rules, default, where)
     decided = _fold(program, arch, proxy, where)
 
