@@ -38,7 +38,8 @@ from .test_podman import ocishim_executable
 pytestmark = pytest.mark.runtime
 
 PROBE = "/bin/ptrace_self"
-PROBE_SECONDS = "6"
+PROBE_SECONDS = "60"  # at most: the probe ends once the test creates CTL/go
+CTL = "/tmp/ctl"  # a host directory bind-mounted read-only into each container
 TIMEOUT = 120
 PREFIX = "h10-inspect"
 
@@ -47,6 +48,7 @@ PREFIX = "h10-inspect"
 class Started:
     proc: subprocess.Popen
     target: str  # what `ocishim inspect` is given: an id, or a pid
+    ctl: Path  # the host side of CTL: creating ctl/go lets the probe finish
     roots: tuple[str, ...] = ()  # extra --root for a daemon's private state directory
     crun_state: Path | None = None  # crun's state dir of the container, for seccomp.bpf
 
@@ -61,10 +63,19 @@ class World:
     ocishim_runtime: Path
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
-    def bundle(self, name: str) -> Path:
+    def ctl(self, name: str) -> Path:
+        path = self.base / "ctl" / name
+        path.mkdir(parents=True)
+        return path
+
+    def bundle(self, name: str, ctl: Path) -> Path:
         bundle = self.base / "bundles" / name
         seccomp = json.loads(self.oci_profile.read_text())
-        bundles.spec(bundle, self.rootfs, [PROBE, PROBE_SECONDS], seccomp)
+        bundles.spec(bundle, self.rootfs, [PROBE, PROBE_SECONDS, f"{CTL}/go"], seccomp)
+        config = json.loads((bundle / "config.json").read_text())
+        config["mounts"].append({"destination": CTL, "type": "bind", "source": str(ctl),
+                                 "options": ["bind", "ro"]})
+        (bundle / "config.json").write_text(json.dumps(config))
         return bundle
 
 
@@ -121,7 +132,8 @@ def _inspect(started: Started) -> dict:
 
 def _runtime_run(world: World, runtime: str, ocishim: bool, mode: str | None = None) -> Started:
     cid = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-    bundle = world.bundle(cid)
+    ctl = world.ctl(cid)
+    bundle = world.bundle(cid, ctl)
     prefix = bundles.crun_prefix() if runtime == "crun" else []
     globals_ = list(bundles.CRUN_ARGS) if runtime == "crun" else []
     if ocishim:
@@ -134,7 +146,7 @@ def _runtime_run(world: World, runtime: str, ocishim: bool, mode: str | None = N
     world.cleanups.append(lambda: subprocess.run([*prefix, runtime, *globals_, "delete", "--force", cid],
                                                  capture_output=True, timeout=60))
     state = Path("/run/crun") / cid if runtime == "crun" else None
-    return Started(proc, cid, (), state)
+    return Started(proc, cid, ctl, (), state)
 
 
 @pytest.fixture(scope="module")
@@ -162,20 +174,21 @@ def _crun_wrapper(world: World) -> Path:
 
 def _podman(world: World, hooks: Path, runtime: str) -> Started:
     name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    ctl = world.ctl(name)
     flags = ["--runtime", "runc"] if runtime == "runc" else ["--runtime", str(_crun_wrapper(world))]
     run_flags = ["--cgroups=disabled"] if runtime == "crun" else []
     proc = _popen(["podman", "--hooks-dir", str(hooks), *flags, "--cgroup-manager", "cgroupfs", "run",
                    "--rm", "--name", name, "--network", "none", "--ulimit", "nofile=1024:1024",
                    "--ulimit", "nproc=1024:1024", *run_flags,
-                   "--security-opt", f"seccomp={world.docker_profile}",
-                   "--rootfs", f"{world.rootfs}:O", PROBE, PROBE_SECONDS])
+                   "--security-opt", f"seccomp={world.docker_profile}", "-v", f"{ctl}:{CTL}:ro",
+                   "--rootfs", f"{world.rootfs}:O", PROBE, PROBE_SECONDS, f"{CTL}/go"])
     world.cleanups.append(lambda: subprocess.run(["podman", "rm", "--force", "--ignore", name],
                                                  capture_output=True, timeout=60))
     _wait_started(proc)
     cid = subprocess.run(["podman", "inspect", "--format", "{{.Id}}", name], capture_output=True,
                          text=True, timeout=60).stdout.strip()
     assert cid, f"podman does not know {name}"
-    return Started(proc, cid, (), Path("/run/crun") / cid if runtime == "crun" else None)
+    return Started(proc, cid, ctl, (), Path("/run/crun") / cid if runtime == "crun" else None)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +227,7 @@ def _check(started: Started, stub: str | None, matches: list[str]) -> dict:
     """Inspect while the probe runs, then check the probe saw nothing."""
     report = _inspect(started)
     assert started.proc.poll() is None, "the container ended before inspect was done"
+    (started.ctl / "go").touch()
     assert len(report["filters"]) == 1, report
     only = report["filters"][0]
     assert only["index"] == 0 and only["length"] > 0
@@ -308,26 +322,29 @@ def test_podman_crun_hook(world, podman_hooks):
 
 def test_containerd_wrapper(world, containerd):
     cid = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    ctl = world.ctl(cid)
     proc = _popen(["ctr", "--address", containerd.address, "--namespace", containerd.namespace,
                    "run", "--rm", "--seccomp", "--seccomp-profile", str(world.oci_profile),
-                   "--runc-binary", str(world.ocishim_runtime), "--rootfs", str(world.rootfs),
-                   cid, PROBE, PROBE_SECONDS])
+                   "--runc-binary", str(world.ocishim_runtime),
+                   "--mount", f"type=bind,src={ctl},dst={CTL},options=rbind:ro",
+                   "--rootfs", str(world.rootfs), cid, PROBE, PROBE_SECONDS, f"{CTL}/go"])
     _wait_started(proc)
     # containerd's shim keeps runc's state under /run/containerd/runc/<namespace>: found by id.
-    _check(Started(proc, cid), "runc", ["unnamed"])
+    _check(Started(proc, cid, ctl), "runc", ["unnamed"])
 
 
 def test_dockerd_wrapper(world, docker):
     daemon, image = docker
     cidfile = world.base / f"{uuid.uuid4().hex[:8]}.cid"
+    ctl = world.ctl(cidfile.stem)
     env = {**os.environ, "DOCKER_CONFIG": str(daemon.base / "cli")}
     proc = _popen([dockerd.cli() or "docker", "-H", f"unix://{daemon.socket}", "run", "--rm",
                    "--network", "none", "--cidfile", str(cidfile), "--runtime", "ocishim",
-                   "--security-opt", f"seccomp={world.docker_profile}", image, PROBE, PROBE_SECONDS],
-                  env=env)
+                   "--security-opt", f"seccomp={world.docker_profile}", "-v", f"{ctl}:{CTL}:ro",
+                   image, PROBE, PROBE_SECONDS, f"{CTL}/go"], env=env)
     _wait_started(proc)
     cid = cidfile.read_text().strip()
     # A private daemon keeps runc's state under its own exec-root: --root names it.
     roots = tuple(str(p) for p in sorted(daemon.exec_root.glob("runtime-*/moby")))
     assert roots, f"no runtime state under {daemon.exec_root}"
-    _check(Started(proc, cid[:12], roots), "runc", ["unnamed"])
+    _check(Started(proc, cid[:12], ctl, roots), "runc", ["unnamed"])

@@ -1,6 +1,7 @@
 /* ptrace_self: a container process that must not notice `ocishim inspect`.
  *
- * For SECONDS seconds it loops: fork a child that asks to be traced (PTRACE_TRACEME)
+ * Until the file GO exists (the test creates it once it is done), and for at most
+ * SECONDS seconds, it loops: fork a child that asks to be traced (PTRACE_TRACEME)
  * and stops itself; check that the child stops as this process's tracee; kill and
  * reap it. It also watches its own TracerPid and counts the signals it receives
  * (SIGCONT, SIGTRAP, SIGSTOP-related ones) that nobody sent it. At the end it prints
@@ -53,6 +54,7 @@ static int traced_child_works(void) {
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 6.0;
+    const char *go = argc > 2 ? argv[2] : NULL;
     int sigs[] = {SIGCONT, SIGTRAP, SIGUSR1, SIGUSR2, SIGHUP, SIGTTIN, SIGTTOU};
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -72,6 +74,7 @@ int main(int argc, char **argv) {
         while (nanosleep(&pause, &pause) < 0 && errno == EINTR) {}
         pause.tv_nsec = 20 * 1000 * 1000;
         clock_gettime(CLOCK_MONOTONIC, &now);
+        if (go && iterations >= 10 && access(go, F_OK) == 0) break;
     } while ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 < seconds);
     int final_tracer = tracer_pid();
     printf("iterations=%ld failures=%ld traced_at_times=%ld final_tracer=%d signals=%d\n",
