@@ -9,7 +9,6 @@ runs); the same calls through the unaudited filter give the baseline.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time

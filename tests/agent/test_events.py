@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ocishim.agent import events, loop, main, summary
+from ocishim.agent import events, loop, main
 from ocishim.errors import UsageError
 
 
