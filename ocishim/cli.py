@@ -918,23 +918,10 @@ def _cmd_help(parser: argparse.ArgumentParser, sub, args) -> int:
 
 
 def _hook_precreate() -> int:
-    """`ocishim hook precreate` as podman runs it, without building the whole parser.
+    """`ocishim hook precreate` as podman runs it, without building the whole parser."""
+    from .integrations.hook import run_precreate
 
-    The libseccomp check is every command's, through ctypes (filtercache): a
-    compiled-filter cache hit then imports no libseccomp binding at all.
-    """
-    from .filtercache import require_libseccomp
-    from .integrations.hook import main_precreate
-
-    try:
-        require_libseccomp()
-    except OcishimError as exc:
-        print(f"ocishim: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # no libseccomp at all, as the binding's import would fail
-        print(f"ocishim: libseccomp: cannot load: {exc}", file=sys.stderr)
-        return 1
-    return main_precreate()
+    return run_precreate()
 
 
 def _is_int(text: str) -> bool:

@@ -18,7 +18,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import stat
 import sys
 
@@ -36,6 +35,8 @@ NEW_FILE_MODE = 0o644  # what open() under the usual umask gives: readable by al
 
 def temp_name(name: str) -> str:
     """A fresh temporary name beside name (in the same directory, so rename is atomic)."""
+    import secrets  # here: its hmac and OpenSSL imports cost every hook start 3-20 ms
+
     return f".{name}{TEMP_MARK}{secrets.token_hex(6)}"
 
 

@@ -19,17 +19,24 @@ entry replaced. A directory that others could write is not used at all.
 
 Refusals are not cached: they are rare, and each one is computed again in full.
 On a hit no libseccomp binding, compiler or patcher is imported: the key needs only
-ctypes (libseccomp's version and native arch) and hashlib.
+ctypes (libseccomp's version and native arch) and the builtin SHA-256.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import stat
 from typing import Any, NamedTuple  # not dataclasses: each costs a hit 0.5 ms and more to define
+
+try:  # the builtin SHA-256: hashlib's import initialises OpenSSL, 3-20 ms of every start
+    from _sha256 import sha256
+except ImportError:  # another Python's name for it, or none
+    try:
+        from _sha2 import sha256  # type: ignore[no-redef]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[no-redef]
 
 DEFAULT_DIR = "/var/cache/ocishim"
 ENV = "OCISHIM_CACHE"  # a directory or "off"; over the settings' "cache", like OCISHIM_CONFIG
@@ -115,7 +122,7 @@ def key(request: Request, host: Host) -> str:
                 "chosen": list(request.chosen) if request.chosen else None,
                 "ocishim": host.ocishim, "code": host.code, "table": host.table,
                 "libseccomp": host.libseccomp, "native": host.native}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 _host: Host | None = None
@@ -175,7 +182,7 @@ def require_libseccomp() -> None:
 
 def _file_digest(path: str) -> str:
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return sha256(f.read()).hexdigest()
 
 
 def code_fingerprint() -> str:
@@ -184,7 +191,7 @@ def code_fingerprint() -> str:
     ocishim's version alone does not change with every edit of a checkout; a new
     install or edit changes a file's size or time, and so every key.
     """
-    h = hashlib.sha256()
+    h = sha256()
     for directory, dirs, files in os.walk(_PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
@@ -276,8 +283,8 @@ def encode_entry(name: str, value: Filter) -> bytes:
 
     payload = json.dumps(value.to_json(), sort_keys=True).encode()
     program = base64.b64decode(value.annotation, validate=True)
-    return b"".join((MAGIC, name.encode(), b"\n", hashlib.sha256(payload).hexdigest().encode(),
-                     b"\n", hashlib.sha256(program).hexdigest().encode(), b"\n", payload))
+    return b"".join((MAGIC, name.encode(), b"\n", sha256(payload).hexdigest().encode(),
+                     b"\n", sha256(program).hexdigest().encode(), b"\n", payload))
 
 
 def decode_entry(name: str, data: bytes) -> Filter | None:
@@ -291,14 +298,14 @@ def decode_entry(name: str, data: bytes) -> Filter | None:
     if len(parts) != 4 or parts[0] != name.encode():
         return None
     payload_sum, program_sum, payload = parts[1], parts[2], parts[3]
-    if hashlib.sha256(payload).hexdigest().encode() != payload_sum:
+    if sha256(payload).hexdigest().encode() != payload_sum:
         return None
     try:
         value = Filter.from_json(json.loads(payload))
         program = base64.b64decode(value.annotation, validate=True) if value else b""
     except (ValueError, RecursionError, binascii.Error):
         return None
-    if value is None or hashlib.sha256(program).hexdigest().encode() != program_sum:
+    if value is None or sha256(program).hexdigest().encode() != program_sum:
         return None
     if not program or len(program) != 8 * value.instructions:
         return None
@@ -455,7 +462,7 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
 
         picked, _ = for_container(settings, config)  # bad annotation values fail here, as cold
         chosen = _settings_tuple(picked.mode, picked.emulate, picked.unknown_fail)
-    request = Request(hashlib.sha256(jsontext.dumps(seccomp).encode()).hexdigest(),
+    request = Request(sha256(jsontext.dumps(seccomp).encode()).hexdigest(),
                       _settings_tuple(settings.mode, settings.emulate, settings.unknown_fail),
                       chosen)
     try:

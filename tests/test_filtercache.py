@@ -467,8 +467,13 @@ def test_hook_subprocess_hits_and_says_so(tmp_path, cache_dir):
                                                           "log": str(tmp_path / "hook.log")})
     base = {k: v for k, v in os.environ.items() if not k.startswith("OCISHIM_")}
     env = {**base, "PYTHONPATH": str(tmp_path / "src"), "OCISHIM_CONFIG": str(settings_file)}
-    outs = [subprocess.run([sys.executable, "-m", "ocishim", "hook", "precreate"], input=config_bytes(SMALL),
-                           capture_output=True, env=env, timeout=120) for _ in range(2)]
+    # bin/ocishim, the script podman runs (it skips the CLI's parser), then `python -m ocishim`.
+    outs = [subprocess.run([sys.executable, *command, "hook", "precreate"], input=config_bytes(SMALL),
+                           capture_output=True, env=env, timeout=120)
+            for command in ([str(REPO / "bin" / "ocishim")], ["-m", "ocishim"])]
     assert [p.returncode for p in outs] == [0, 0] and outs[0].stdout == outs[1].stdout
+    version = subprocess.run([sys.executable, str(REPO / "bin" / "ocishim"), "--version"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("ocishim ")
     lines = (tmp_path / "hook.log").read_text().splitlines()
     assert "(compiled-filter cache)" not in lines[-2] and lines[-1].endswith("(compiled-filter cache)")

@@ -84,6 +84,23 @@ def hooks_d_entry(ocishim_path: str, config_path: str | None = None) -> dict:
     return {"version": "1.0.0", "hook": hook, "when": {"always": True}, "stages": ["precreate"]}
 
 
+def run_precreate() -> int:
+    """`ocishim hook precreate` from the command line (bin/ocishim calls it before the
+    CLI's parser is built): the libseccomp check every command makes, by ctypes
+    (filtercache), so that a compiled-filter cache hit imports no binding at all."""
+    from ..filtercache import require_libseccomp
+
+    try:
+        require_libseccomp()
+    except OcishimError as exc:
+        print(f"ocishim: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # no libseccomp at all, as the binding's import would fail
+        print(f"ocishim: libseccomp: cannot load: {exc}", file=sys.stderr)
+        return 1
+    return main_precreate()
+
+
 def main_precreate() -> int:
     try:
         settings = load_settings()
