@@ -25,7 +25,6 @@ import errno
 import json
 import os
 import re
-import socket
 import stat
 import struct
 import sys
@@ -107,6 +106,8 @@ def clean(message: str) -> str:
 
 
 def _send(path: str, data: bytes) -> None:
+    import socket  # here: only the journal and syslog sinks need it (3-25 ms a start)
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         s.connect(path)
         s.send(data)
