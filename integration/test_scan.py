@@ -157,12 +157,20 @@ def test_prediction_against_real_runs(work, probe, debian, case):
     assert (before == broken, after == works) == (f.breaks_before, not f.breaks_after), (before, after)
 
 
-def test_cli_json_on_trixie(work):
+@pytest.fixture(scope="module")
+def trixie_json(work) -> dict:
+    """`ocishim scan --json` of trixie under Docker 20.10.0's profile, read once."""
     root = _debootstrap("trixie")
     docker_file, _ = _profiles(work, "spawn")
     proc = run_ocishim(["scan", str(root), str(docker_file), "--json"], timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_cli_json_on_trixie(work, trixie_json):
+    root = _debootstrap("trixie")
+    docker_file, _ = _profiles(work, "spawn")
+    data = trixie_json
     clone3 = [f for f in data["findings"] if f["syscall"] == "clone3" and f["function"].startswith("pthread_create")]
     assert [(f["breaks_before"], f["breaks_after"]) for f in clone3] == [(True, False)]
     text = run_ocishim(["scan", str(root), str(docker_file)], timeout=TIMEOUT)
@@ -317,7 +325,7 @@ def test_layout_and_archives_with_a_whiteout(work, musl_static, go_static):
         _same(scanned, expected)
 
 
-def test_trixie_layout_and_archive(work):
+def test_trixie_layout_and_archive(work, trixie_json):
     if shutil.which("umoci") is None:
         pytest.skip("umoci not found (make test installs it)")
     root = _debootstrap("trixie")
@@ -337,6 +345,6 @@ def test_trixie_layout_and_archive(work):
         made = _podman_archives(work / "trixie-layout", work)["docker-archive"]
         shutil.move(str(made), str(archive))
     docker_file, _ = _profiles(work, "spawn")
-    expected = _scan_json(root, str(docker_file))
+    expected = trixie_json
     for source in (layout, archive):
         _same(_scan_json(source, str(docker_file)), expected)
