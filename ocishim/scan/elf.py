@@ -12,6 +12,7 @@ Read with pyelftools, one file at a time:
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import stat
@@ -19,7 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError, ELFParseError
-from elftools.elf.dynamic import DynamicSection
+from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection
 
@@ -89,10 +90,12 @@ def read(image_path: str, local_path: str) -> ElfFacts:
         with os.fdopen(fd, "rb") as f:
             elf = ELFFile(f)
             arch = _arch(elf)
-            interpreter = _interpreter(elf)
-            needed = _needed(elf)
+            interpreter, needed = _dynamic(elf)
             glibc = _glibc_defines(elf) if "libc.so" in image_path.rsplit("/", 1)[-1] else None
-            go = _go_version(elf)
+            # Only a Go binary has the buildinfo magic: look for it in the bytes before
+            # parsing every section header (most of the time of a scan).
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                go = _go_version(elf) if m.find(_GO_MAGIC) >= 0 else None
             name = image_path.rsplit("/", 1)[-1]
             is_musl = name.startswith("ld-musl-") or name.startswith("libc.musl-")
             is_static = interpreter is None and not needed and go is None
@@ -123,19 +126,17 @@ def _arch(elf: ELFFile) -> str | None:
     return _MACHINES.get(machine, {}).get((bits, little))
 
 
-def _interpreter(elf: ELFFile) -> str | None:
+def _dynamic(elf: ELFFile) -> tuple[str | None, tuple[str, ...]]:
+    """PT_INTERP and the DT_NEEDED entries, from the program headers (what the loader
+    reads; cheaper than the section headers)."""
+    interpreter = None
+    needed: list[str] = []
     for segment in elf.iter_segments():
         if segment["p_type"] == "PT_INTERP":
-            return segment.get_interp_name()
-    return None
-
-
-def _needed(elf: ELFFile) -> tuple[str, ...]:
-    out = []
-    for section in elf.iter_sections():
-        if isinstance(section, DynamicSection):
-            out += [tag.needed for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-    return tuple(out)
+            interpreter = segment.get_interp_name()
+        elif isinstance(segment, DynamicSegment):
+            needed += [tag.needed for tag in segment.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+    return interpreter, tuple(needed)
 
 
 def _glibc_defines(elf: ELFFile) -> Version | None:
