@@ -19,6 +19,8 @@ import socket
 import stat
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -33,6 +35,7 @@ CONNECT_TIMEOUT = 5.0  # a runtime sends its message at once; a peer that does n
 MAX_PENDING = 256  # connections waiting to complete; the oldest goes first beyond that
 CACHE_LIMIT = 65536  # answers remembered per container
 HOUSEKEEPING = 0.25  # seconds between looks at timeouts and due log lines
+PROC_TIMEOUT = 0.1  # seconds to read a process's exe and cmdline from /proc
 SD_LISTEN_FDS_START = 3
 
 
@@ -114,6 +117,7 @@ class Agent:
         self.containers: dict[int, Container] = {}
         self.stopping = False
         self.next_housekeeping = 0.0
+        self.readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="proc")
         sock.setblocking(False)
         self.epoll.register(sock.fileno(), select.EPOLLIN)
 
@@ -206,10 +210,22 @@ class Agent:
         if record is not None:
             self.log.logged(c.id, key, record)
 
+    def _process(self, pid: int) -> tuple[str | None, list[str] | None]:
+        """exe and cmdline, or None for what /proc does not give within PROC_TIMEOUT.
+
+        Reading another process's cmdline takes its mmap lock, which a process can hold
+        for long (a fault on a userfaultfd page): in a worker thread, so that one
+        container cannot stall the answers to all the others.
+        """
+        try:
+            return self.readers.submit(_process, pid).result(timeout=PROC_TIMEOUT)
+        except (FutureTimeout, RuntimeError):
+            return None, None
+
     def _record(self, c: Container, n: notify.Notification, err: int) -> dict:
         arch = arch_of_nr(n.arch, n.nr & 0xFFFFFFFF)
         name = syscalls.name(arch.name, n.nr & 0xFFFFFFFF) if arch is not None else None
-        exe, cmdline = _process(n.pid)
+        exe, cmdline = self._process(n.pid)
         return {"event": "notified", "container": c.id, "pid": n.pid, "exe": exe, "cmdline": cmdline,
                 "arch": arch.name if arch is not None else f"audit:{n.arch:#x}", "syscall": name,
                 "nr": n.nr & 0xFFFFFFFF, "args": [f"{a:#x}" for a in n.args],
@@ -274,6 +290,7 @@ class Agent:
         for fd in list(self.containers):
             self._detach(fd)
         self.epoll.close()
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
 
 def _process(pid: int) -> tuple[str | None, list[str] | None]:
