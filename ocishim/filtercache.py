@@ -414,9 +414,16 @@ def stats(where: str) -> Stats:
 
 
 def clear(where: str) -> int:
-    """Remove every entry (and nothing else); returns how many."""
+    """Remove every entry (and nothing else); returns how many.
+
+    Raises SystemFailure for a directory the cache would not use (it is not ours to empty).
+    """
     cache, problem = open_cache(where, create=False)
     if cache is None:
+        if problem and not problem.endswith("does not exist"):
+            from .errors import SystemFailure
+
+            raise SystemFailure("cache", problem.replace("; cache not used", ""))
         return 0
     count = 0
     for _, _, name in _entries(cache):

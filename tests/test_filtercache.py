@@ -477,3 +477,12 @@ def test_hook_subprocess_hits_and_says_so(tmp_path, cache_dir):
     assert version.returncode == 0 and version.stdout.startswith("ocishim ")
     lines = (tmp_path / "hook.log").read_text().splitlines()
     assert "(compiled-filter cache)" not in lines[-2] and lines[-1].endswith("(compiled-filter cache)")
+
+
+def test_cli_clear_refuses_an_exposed_directory(tmp_path, cache_dir):
+    hook(config_bytes(SMALL), settings_for(tmp_path, cache_dir))
+    cache_dir.chmod(0o777)
+    proc = _cli(["cache", "clear"], {"OCISHIM_CACHE": str(cache_dir)})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == f"ocishim: cache: cache directory {cache_dir}: mode 0777, must be 0700\n"
+    assert len(entries(cache_dir)) == 1
