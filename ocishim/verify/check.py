@@ -29,7 +29,7 @@ from ..bpf import emu
 from ..bpf.insn import ABS, LD, OFF_ARCH, OFF_NR, W, Insn
 from ..profile.model import ArgCond
 from . import regions
-from .meaning import Meaning, Unsettled
+from .meaning import Meaning, Unsettled, holds
 from .regions import Atom, Region, restrict, split
 
 U32 = 0xFFFFFFFF
@@ -212,15 +212,48 @@ def condition_atoms(arch: Arch, c: ArgCond) -> list[Atom]:
     return out
 
 
-def cut(region: Region, atoms: Sequence[Atom]) -> list[Region]:
-    """Region cut by every atom: on each piece, every atom is either true or false."""
-    pieces = [region]
-    for atom in atoms:
-        nxt: list[Region] = []
-        for p in pieces:
-            nxt += [q for q in split(p, atom) if q is not None]
-        pieces = nxt
-    return pieces
+def refine(arch: Arch, region: Region, sets: Sequence) -> Iterator[Region]:
+    """Region cut until, on each piece, every condition set is decided: one of its
+    conditions false everywhere, or all of them true everywhere. Then the meaning is
+    constant on the piece. A condition counts as decided where every word test of it
+    (condition_atoms) is; only the sets still open are cut further, so a set that a
+    program's path has already failed costs nothing more."""
+    conds = [[(c, condition_atoms(arch, c)) for c in s.conds] for s in sets]
+    stack = [region]
+    while stack:
+        piece = stack.pop()
+        atom = _open_atom(arch, piece, conds)
+        if atom is None:
+            yield piece
+            continue
+        regions.Budget.spend(1, "the argument conditions")
+        stack += [q for q in split(piece, atom) if q is not None]
+
+
+def _undecided(region: Region, atom: Atom) -> bool:
+    regions.Budget.spend(1, "the argument conditions")
+    return None not in split(region, atom)
+
+
+def _open_atom(arch: Arch, region: Region, conds) -> Atom | None:
+    """A word test still undecided on region, of a condition set that may still hold."""
+    args = None
+    for conditions in conds:
+        pending = None
+        for c, atoms in conditions:
+            open_ = next((a for a in atoms if _undecided(region, a)), None)
+            if open_ is not None:
+                pending = pending or open_
+                continue
+            if args is None:
+                w, _ = witness_of(region, arch, arch)
+                args = w.args
+            if not holds(c, args[c.index], arch.bits):
+                pending = None
+                break  # this set fails on all of region
+        if pending is not None:
+            return pending
+    return None
 
 
 def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[tuple[Region, int | None]]:
@@ -237,9 +270,7 @@ def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[tup
         if on.unsettled:
             yield part, None
             continue
-        atoms = sorted({a for s in on.sets for c in s.conds for a in condition_atoms(arch, c)},
-                       key=lambda a: (a.word, a.op, a.k, a.mask))
-        for piece in cut(part, atoms):
+        for piece in refine(arch, part, on.sets):
             yield piece, None
 
 

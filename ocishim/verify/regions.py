@@ -36,6 +36,34 @@ WORDS = SIZEOF_SECCOMP_DATA // 4
 MAX_PATHS = 500_000
 
 
+class Budget:
+    """Work left for one check (paths walked, pieces cut): a profile that a hostile author
+    shaped to make the check explode stops it here, in bounded time, as Undecidable."""
+
+    current: "Budget | None" = None
+
+    def __init__(self, units: int) -> None:
+        self.left = units
+        self.units = units
+
+    def __enter__(self) -> "Budget":
+        self.outer, Budget.current = Budget.current, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        Budget.current = self.outer
+
+    @staticmethod
+    def spend(n: int, where: str) -> None:
+        budget = Budget.current
+        if budget is None:
+            return
+        budget.left -= n
+        if budget.left < 0:
+            raise Undecidable(where, f"cannot decide within the checker's budget of {budget.units} "
+                                     "regions (the rules cut the argument space too finely)")
+
+
 class Undecidable(OcishimError):
     """The checker cannot follow this program exactly; `where` names the instruction."""
 
@@ -296,6 +324,7 @@ def walk(program: Sequence[Insn], region: Region | None = None, start: int = 0,
                 continue
             yes, no = split(reg, test)
             paths += 1
+            Budget.spend(1, f"instruction {pc}")
             if paths > MAX_PATHS:
                 raise Undecidable(f"instruction {pc}", f"cannot decide: more than {MAX_PATHS} paths")
             if yes is not None and no is not None:
