@@ -131,14 +131,14 @@ def split_masked_eq(ws: WordSet, mask: int, k: int) -> tuple[WordSet, WordSet]:
     if mask == U32 and len(ws) == 1 and ws[0].lo == ws[0].hi:
         return (ws, ()) if ws[0].lo == k else ((), ws)  # a point: the common case after a jeq
     if mask == U32:
-        # A point: its complement in a cube is the cube below it and the cube above it.
-        inside = tuple(c for c in ws if c.lo <= k <= c.hi and k & c.mask == c.bits)
-        if not inside:
-            return (), ws
-        out = [c for c in ws if c not in inside]
-        for c in inside:
-            out += [Cube(c.lo, k - 1, c.mask, c.bits), Cube(k + 1, c.hi, c.mask, c.bits)]
-        return (Cube(k, k, U32, k),), _nonempty(c for c in out if c.lo <= c.hi)
+        # A point: its complement in the one cube holding it (cubes are disjoint) is the
+        # cube below it and the cube above it; the other cubes stay as they are.
+        for i, c in enumerate(ws):
+            if c.lo <= k <= c.hi and k & c.mask == c.bits:
+                around = _nonempty(x for x in (Cube(c.lo, k - 1, c.mask, c.bits), Cube(k + 1, c.hi, c.mask, c.bits))
+                                   if x.lo <= x.hi)
+                return (Cube(k, k, U32, k),), ws[:i] + around + ws[i + 1:]
+        return (), ws
     taken: list[Cube] = []
     other: list[Cube] = []
     for c in ws:
