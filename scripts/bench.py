@@ -22,7 +22,6 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from integration import bundles  # noqa: E402
-from ocishim.arch import BY_NAME, X32_SYSCALL_BIT  # noqa: E402
+from ocishim.arch import X32_SYSCALL_BIT  # noqa: E402
 from ocishim.bpf import emu  # noqa: E402
 from ocishim.bpf.cache import always_allowed  # noqa: E402
 from ocishim.compile import compile_profile  # noqa: E402
@@ -81,28 +80,35 @@ int main(int argc, char **argv) {
 
 # ------------------------------------------------------------------ measuring
 
-def median_ms(argv: list[str], runs: int, stdin: bytes | None = None, env: dict | None = None,
-              before=None, after=None, cwd: str | None = None, fails: bool = False) -> float:
-    """Median wall time of argv in ms; `before`/`after` run untimed around each run.
+def once(argv: list[str], stdin: bytes | None = None, env: dict | None = None,
+         before=None, after=None, fails: bool = False) -> float:
+    """Wall time of one run of argv in ms; `before`/`after` run untimed around it.
     fails: exit 1 is the expected outcome (the state of a container that is not there)."""
-    times = []
+    if before:
+        before()
+    # stderr into a file, not a pipe: a created container holds its stdio open.
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        took = (time.perf_counter() - t0) * 1000
+        err.seek(0)
+        message = err.read()
+    if after:
+        after()
+    if proc.returncode != (1 if fails else 0):
+        raise SystemExit(f"bench: {' '.join(argv)} failed ({proc.returncode}): "
+                         f"{message.decode(errors='replace')[-500:]}")
+    return took
+
+
+def medians(jobs: list[dict], runs: int) -> list[float]:
+    """The median of each job (keyword arguments of `once`), the jobs taken in turn, so that
+    the machine's load moves ocishim's figure and the runtime's alike (the ratio holds)."""
+    times: list[list[float]] = [[] for _ in jobs]
     for _ in range(runs):
-        if before:
-            before()
-        # stderr into a file, not a pipe: a created container holds its stdio open.
-        with tempfile.TemporaryFile() as err:
-            t0 = time.perf_counter()
-            proc = subprocess.run(argv, input=stdin, stdout=subprocess.DEVNULL, stderr=err,
-                                  env=env, cwd=cwd)
-            times.append((time.perf_counter() - t0) * 1000)
-            err.seek(0)
-            message = err.read()
-        if after:
-            after()
-        if proc.returncode != (1 if fails else 0):
-            raise SystemExit(f"bench: {' '.join(argv)} failed ({proc.returncode}): "
-                             f"{message.decode(errors='replace')[-500:]}")
-    return statistics.median(times)
+        for i, job in enumerate(jobs):
+            times[i].append(once(**job))
+    return [statistics.median(t) for t in times]
 
 
 def bench_venv() -> Path:
@@ -179,9 +185,9 @@ class Startup:
               file=sys.stderr)
 
     def run_all(self) -> None:
-        floor = median_ms([sys.executable, "-I", "-S", "-c", "pass"], self.runs)
+        floor, venv_python = medians([dict(argv=[sys.executable, "-I", "-S", "-c", "pass"]),
+                                      dict(argv=[str(self.bin / "python"), "-c", "pass"])], self.runs)
         self.row("`python3 -I -S -c pass` (the floor)", "python3 -I -S -c pass", floor)
-        venv_python = median_ms([str(self.bin / "python"), "-c", "pass"], self.runs)
         self.row("`python -c pass` in the venv", ".cache/bench-venv/bin/python -c pass", venv_python)
         self.pass_through()
         self.hook()
@@ -195,68 +201,72 @@ class Startup:
         subprocess.run([self.runc, "create", "--bundle", str(self.bundle), cid], check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
-            theirs = median_ms([self.runc, "state", cid], self.runs)
-            ours = median_ms([str(self.bin / "ocishim-runtime"), "state", cid], self.runs,
-                             env=self.env("cold", OCISHIM_RUNTIME=self.runc))
+            theirs, ours = medians([
+                dict(argv=[self.runc, "state", cid]),
+                dict(argv=[str(self.bin / "ocishim-runtime"), "state", cid],
+                     env=self.env("cold", OCISHIM_RUNTIME=self.runc))], self.runs)
             self.row("pass-through: `ocishim-runtime state ID`", "OCISHIM_RUNTIME=runc ocishim-runtime state ID",
                      ours, "`runc state ID`", theirs)
         finally:
             subprocess.run([self.runc, "delete", "--force", cid], stderr=subprocess.DEVNULL)
-        theirs = median_ms([self.crun, "state", "h11-none"], self.runs, fails=True)
-        ours = median_ms([str(self.bin / "ocishim-runtime"), "state", "h11-none"], self.runs,
-                         env=self.env("cold", OCISHIM_RUNTIME=self.crun), fails=True)
+        theirs, ours = medians([
+            dict(argv=[self.crun, "state", "h11-none"], fails=True),
+            dict(argv=[str(self.bin / "ocishim-runtime"), "state", "h11-none"],
+                 env=self.env("cold", OCISHIM_RUNTIME=self.crun), fails=True)], self.runs)
         self.row("pass-through: `ocishim-runtime state ID` (crun, no such container)",
                  "OCISHIM_RUNTIME=crun ocishim-runtime state none", ours, "`crun state none`", theirs)
 
     def hook(self) -> None:
         hook = [str(self.bin / "ocishim"), "hook", "precreate"]
-        for which in ("cold", "hit"):
-            if which == "hit":
-                subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL,
-                               env=self.env("hit"), check=True)
-            ours = median_ms(hook, self.runs, stdin=self.original, env=self.env(which))
+        subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL, env=self.env("hit"),
+                       check=True)  # the entry for the hits
+        floor, cold, hit = medians([dict(argv=[sys.executable, "-I", "-S", "-c", "pass"]),
+                                    dict(argv=hook, stdin=self.original, env=self.env("cold")),
+                                    dict(argv=hook, stdin=self.original, env=self.env("hit"))], self.runs)
+        for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim hook precreate`, {which}" + (" (cache off)" if which == "cold" else ""),
                      "ocishim hook precreate < config.json  # Docker's profile, x86_64 x86 x32",
-                     ours, "`python3 -I -S -c pass`", self.rows[0][2])
+                     ours, "`python3 -I -S -c pass`", floor)
 
-    def _create(self, runtime: str, argv_prefix: list[str], env: dict | None, label: str,
-                command: str) -> float:
+    def _create(self, argv_prefix: list[str], env: dict | None) -> dict:
         cid = "h11-bench-create"
 
         def after() -> None:
-            subprocess.run([runtime, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+            subprocess.run([self.runc, "delete", "--force", cid], stderr=subprocess.DEVNULL)
             self.restore()
-        return median_ms([*argv_prefix, "create", "--bundle", str(self.bundle), cid], self.runs,
-                         env=env, before=self.restore, after=after)
+        return dict(argv=[*argv_prefix, "create", "--bundle", str(self.bundle), cid], env=env,
+                    before=self.restore, after=after)
 
     def create(self) -> None:
         wrapper = str(self.bin / "ocishim-runtime")
-        theirs = self._create(self.runc, [self.runc], None, "", "")
-        for which in ("cold", "hit"):
-            ours = self._create(self.runc, [wrapper], self.env(which, OCISHIM_RUNTIME=self.runc), "", "")
+        theirs, cold, hit = medians([self._create([self.runc], None),
+                                     self._create([wrapper], self.env("cold", OCISHIM_RUNTIME=self.runc)),
+                                     self._create([wrapper], self.env("hit", OCISHIM_RUNTIME=self.runc))],
+                                    self.runs)
+        for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim-runtime create`, {which}", "OCISHIM_RUNTIME=runc ocishim-runtime create "
                      "--bundle B ID", ours, "`runc create --bundle B ID`", theirs)
 
     def run_cmd(self) -> None:
         ocishim = str(self.bin / "ocishim")
         env_base = {k: v for k, v in os.environ.items() if k != "OCISHIM_CACHE"}
-        theirs = median_ms([self.runc, "run", "--bundle", str(self.bundle), "h11-bench-run"], self.runs,
-                           before=self.restore)
-        for which in ("cold", "hit"):
-            env = {**env_base, "OCISHIM_CACHE": "off" if which == "cold" else str(self.cache)}
-            ours = median_ms([ocishim, "run", "--runtime", "runc", str(self.bundle)],
-                             self.runs, env=env, before=self.restore)
+        envs = {w: {**env_base, "OCISHIM_CACHE": "off" if w == "cold" else str(self.cache)}
+                for w in ("cold", "hit")}
+        theirs, cold, hit = medians(
+            [dict(argv=[self.runc, "run", "--bundle", str(self.bundle), "h11-bench-run"], before=self.restore)]
+            + [dict(argv=[ocishim, "run", "--runtime", "runc", str(self.bundle)], env=envs[w],
+                    before=self.restore) for w in ("cold", "hit")], self.runs)
+        for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim run --runtime runc`, {which}", "ocishim run --runtime runc B",
                      ours, "`runc run ID`", theirs)
         prefix = bundles.crun_prefix()
         crun = [*prefix, self.crun, *bundles.CRUN_ARGS]
-        theirs = median_ms([*crun, "run", "--bundle", str(self.bundle), "h11-bench-crun"], self.runs,
-                           before=self.restore)
-        for which in ("cold", "hit"):
-            env = {**env_base, "OCISHIM_CACHE": "off" if which == "cold" else str(self.cache)}
-            ours = median_ms([*prefix, ocishim, "run", "--runtime", "crun",
-                              *(f"--runtime-arg={a}" for a in bundles.CRUN_ARGS), str(self.bundle)],
-                             self.runs, env=env, before=self.restore)
+        theirs, cold, hit = medians(
+            [dict(argv=[*crun, "run", "--bundle", str(self.bundle), "h11-bench-crun"], before=self.restore)]
+            + [dict(argv=[*prefix, ocishim, "run", "--runtime", "crun",
+                          *(f"--runtime-arg={a}" for a in bundles.CRUN_ARGS), str(self.bundle)],
+                    env=envs[w], before=self.restore) for w in ("cold", "hit")], self.runs)
+        for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim run --runtime crun`, {which}", "unshare -m ... ocishim run --runtime crun "
                      "--runtime-arg=--cgroup-manager=disabled B", ours,
                      "`unshare -m ... crun --cgroup-manager=disabled run ID`", theirs)
@@ -278,9 +288,9 @@ class Startup:
                 "--security-opt", f"seccomp={seccomp}", "--rootfs", str(self.rootfs), "/bin/true"]
         empty = self.tmp / "no-hooks.d"
         empty.mkdir()
-        theirs = median_ms([*base, "--hooks-dir", str(empty), *tail], self.runs)
         subprocess.run([*base, "--hooks-dir", str(hooks), *tail], check=True)  # warms the cache
-        ours = median_ms([*base, "--hooks-dir", str(hooks), *tail], self.runs)
+        theirs, ours = medians([dict(argv=[*base, "--hooks-dir", str(empty), *tail]),
+                                dict(argv=[*base, "--hooks-dir", str(hooks), *tail])], self.runs)
         self.row("podman run with the hook, hit", "podman --hooks-dir D --runtime runc run --rm "
                  "--security-opt seccomp=P --rootfs R /bin/true", ours, "the same without the hook", theirs)
 
@@ -300,9 +310,8 @@ class Startup:
                 runtime = ["--runc-binary", str(self.bin / "ocishim-runtime")] if wrapped else []
                 return ["ctr", "--address", daemon.address, "--namespace", daemon.namespace, "run", "--rm",
                         "--seccomp", *runtime, "--rootfs", str(self.rootfs), "h11-bench-ctr", "/bin/true"]
-            theirs = median_ms(ctr(False), self.runs)
             subprocess.run(ctr(True), check=True, capture_output=True)  # warms the cache
-            ours = median_ms(ctr(True), self.runs)
+            theirs, ours = medians([dict(argv=ctr(False)), dict(argv=ctr(True))], self.runs)
             self.row("`ctr run` through the wrapper, hit", "ctr run --rm --seccomp --runc-binary "
                      "ocishim-runtime --rootfs R ID /bin/true", ours, "the same with runc", theirs)
         finally:
