@@ -409,6 +409,58 @@ def bpf_counts() -> tuple[list[str], list[str]]:
     return counts, cache
 
 
+# ------------------------------------------------------------------ recorded syscall mixes
+
+ROOTFS_CACHE = REPO / ".cache" / "rootfs"
+WORKLOADS = {  # name: (rootfs under .cache/rootfs, command run in it)
+    "bash": ("trixie", ["/bin/bash", "-c", "for f in /bin/*; do [ -x \"$f\" ]; done; ls -l / >/dev/null"]),
+    "apt": ("trixie", ["/usr/bin/apt-cache", "show", "bash"]),
+    "python3": ("trixie-python3", ["/usr/bin/python3", "-c", "import json, os; json.dumps(sorted(os.listdir('/')))"]),
+}
+
+
+def recorded_mix(root: Path, command: list[str], tmp: Path) -> dict[str, int]:
+    """syscall name -> calls, from `strace -f -c` of command chrooted into root."""
+    out = tmp / "strace.txt"
+    subprocess.run(["strace", "-f", "-c", "-o", str(out), "chroot", str(root), *command],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    mix: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+            mix[fields[-1]] = int(fields[3])
+    return mix
+
+
+def mix_counts(tmp: Path) -> list[str]:
+    """Instructions per syscall (x86_64, arguments 0) weighted by recorded real workloads."""
+    from ocishim import syscalls
+
+    if shutil.which("strace") is None:
+        return ["strace not found: no recorded mixes."]
+    compiled = compile_profile(load(str(PROFILES / "docker-default.json")).profile)
+    arch = next(a for a in compiled.arches if a.name == "x86_64")
+    programs = [("unpatched", compiled.program)] + [
+        (mode, build(compiled, parse_mode(mode)).program) for mode in MODES]
+    out = ["| workload | calls (distinct) | " + " | ".join(label for label, _ in programs) + " |",
+           "|---|---:|" + "---:|" * len(programs)]
+    for name, (suite, command) in WORKLOADS.items():
+        root = ROOTFS_CACHE / suite
+        if not (root / ".ocishim-rootfs.json").exists():
+            out.append(f"| {name} | rootfs {suite} not built (make test builds it) |" + " |" * len(programs))
+            continue
+        mix = recorded_mix(root, command, tmp)
+        known = {n: c for n, c in mix.items() if syscalls.resolve("x86_64", n) is not None}
+        total = sum(known.values())
+        cells = []
+        for _, program in programs:
+            weighted = sum(c * len(emu.run(program, arch, syscalls.resolve("x86_64", n)).trace)
+                           for n, c in known.items())
+            cells.append(f"{weighted / total:.2f}")
+        out.append(f"| {name}: `{' '.join(command)}` | {total} ({len(known)}) | " + " | ".join(cells) + " |")
+    return out
+
+
 # ------------------------------------------------------------------ main
 
 def main() -> int:
@@ -457,6 +509,10 @@ def main() -> int:
             doc += ["## BPF instructions per syscall", "", "Instructions executed by the emulator for "
                     "nr 0..1100 (x32: 0x40000000 | nr): mean, worst, and the most the stub adds to any one "
                     "syscall over libseccomp's program.", "", *counts, "",
+                    "### Weighted by real workloads", "", "The same count on x86_64 (arguments 0), "
+                    "weighted by the calls `strace -f -c` recorded for each command chrooted into the "
+                    "trixie root file systems the integration tests build, Docker's default profile.", "",
+                    *mix_counts(tmp), "",
                     "## The kernel's always-ALLOW set", "", "Syscalls the kernel's action cache answers "
                     "ALLOW without running the filter (bpf/cache.py replays its evaluator), nr 0..1100 "
                     "per arch: the patch must keep every one of them.", "", *cache, ""]
