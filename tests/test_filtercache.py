@@ -206,6 +206,9 @@ def test_host_fields_come_from_the_real_sources():
     from ocishim.integrations import settings
 
     assert settings.DEFAULT_CACHE == filtercache.DEFAULT_DIR
+    from ocishim.integrations.config import BPF_ANNOTATION
+
+    assert filtercache.BPF_ANNOTATION == BPF_ANNOTATION
 
 
 def test_code_fingerprint_follows_every_source_file(tmp_path, monkeypatch):
