@@ -85,12 +85,18 @@ def listen(path: str) -> socket.socket:
                 raise UsageError("--socket", f"{path} exists and is not a socket")
             os.unlink(path)  # a socket left by an agent that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        # Bound under a temporary name and renamed once listening: a runtime that finds
+        # the path can connect at once (no ECONNREFUSED between bind and listen).
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
         old = os.umask(0o177)
         try:
-            sock.bind(path)
+            sock.bind(tmp)
         finally:
             os.umask(old)
         sock.listen(128)
+        os.rename(tmp, path)
     except OSError as exc:
         raise SystemFailure("--socket", f"{path}: {exc.strerror or exc}") from None
     return sock
