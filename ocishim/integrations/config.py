@@ -201,7 +201,7 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
     The annotations count only where the result is nowhere weaker than the settings alone
     give; otherwise no container, and the message names the annotation. When the settings
     alone refuse the config, so does every annotation. Audit mode comes last, on the
-    result, where the settings and ocishim.audit ask for it (audit.wanted): it changes
+    result, where the settings and ocishim.audit ask for it (settings.audit_wanted): it changes
     no answer, and the listener goes only to the settings' agent socket.
     """
     from ..audit import audit_config
