@@ -316,3 +316,15 @@ def test_the_filter_cache_never_serves_an_audited_filter(tmp_path):
             out = filtercache.rewrite_config(config, "config.json", settings, cache)
             assert ("listenerPath" in out.config["linux"]["seccomp"]) == (ask == "on")
             assert not (ask == "on" and out.cached)
+
+
+def test_cli_patch_config_audit(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config({**KILL})))
+    proc = _cli("patch", str(path), "--audit", "--audit-socket", "/run/h13/a.sock", "--format", "config")
+    assert proc.returncode == 0, proc.stderr
+    seccomp = json.loads(proc.stdout)["linux"]["seccomp"]
+    assert seccomp["listenerPath"] == "/run/h13/a.sock"
+    assert seccomp["syscalls"][-1]["action"] in ("SCMP_ACT_NOTIFY", "SCMP_ACT_ERRNO")
+    assert any(r["action"] == "SCMP_ACT_NOTIFY" for r in seccomp["syscalls"])
+    assert json.loads(path.read_text()) == _config({**KILL})  # the input is not written
