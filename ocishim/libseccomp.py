@@ -66,7 +66,14 @@ def c_int(value: int) -> int:
 
 def resolve_name(arch: Arch, name: str) -> int:
     """libseccomp's number for name on arch: >= 0 real, -1 unknown, < -1 a pseudo number."""
-    return _lib.seccomp_syscall_resolve_name_arch(arch.token, name.encode())
+    return _resolve(arch.token, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(token: int, name: str) -> int:
+    # The loaded library's table never changes: one ctypes call per (arch, name) is enough
+    # (a build asks about the same names for every rule and every pending number).
+    return _lib.seccomp_syscall_resolve_name_arch(token, name.encode())
 
 
 def knows(arch: Arch, name: str) -> bool:
