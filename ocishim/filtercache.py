@@ -235,9 +235,13 @@ def open_cache(where: str, create: bool = True) -> tuple[Cache | None, str | Non
     if not os.path.isabs(where):
         return None, f"cache directory {where!r}: not an absolute path; cache not used"
     where = os.path.normpath(where)
-    problem = _untrusted_parents(where)
+    # The parents as the kernel resolves them: a symlink on the way is judged by where it
+    # leads, every directory up to there included.
+    real = os.path.join(os.path.realpath(os.path.dirname(where)), os.path.basename(where))
+    problem = _untrusted_parents(real)
     if problem:
         return None, f"cache directory {where}: {problem}; cache not used"
+    where = real
     try:
         st = os.lstat(where)
     except FileNotFoundError:

@@ -489,3 +489,17 @@ def test_cli_clear_refuses_an_exposed_directory(tmp_path, cache_dir):
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == f"ocishim: cache: cache directory {cache_dir}: mode 0777, must be 0700\n"
     assert len(entries(cache_dir)) == 1
+
+
+def test_parent_reached_through_a_symlink_is_judged_where_it_leads(tmp_path):
+    """root-only/link -> open/inner: the link's own directory is fine, but `open` (0777)
+    lets another user swap `inner`; the cache is not used."""
+    (tmp_path / "open" / "inner").mkdir(parents=True)
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "safe").mkdir(mode=0o755)
+    (tmp_path / "safe" / "link").symlink_to(tmp_path / "open" / "inner")
+    settings = settings_for(tmp_path, tmp_path / "safe" / "link" / "cache")
+    code, out = hook(config_bytes(SMALL), settings)
+    assert (code, out) == (0, cold(config_bytes(SMALL), settings))
+    assert not (tmp_path / "open" / "inner" / "cache").exists()
+    assert f"{tmp_path}/open is writable by group or others" in (tmp_path / "ocishim.log").read_text()
