@@ -886,8 +886,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "cache", help="show or empty the compiled-filter cache of the hook, the wrapper and run",
         description="The hook, ocishim-runtime and `ocishim run` keep each filter they build in a\n"
-                    "root-only directory (default /var/cache/ocishim; \"cache\" in the settings or\n"
-                    "$OCISHIM_CACHE moves it or turns it off) and reuse it for the same profile,\n"
+                    "root-only directory (default /var/cache/ocishim, where it exists; \"cache\" in the\n"
+                    "settings or $OCISHIM_CACHE moves it or turns it off) and reuse it for the same profile,\n"
                     "settings, syscall table, libseccomp and ocishim. stats prints the directory, its\n"
                     "entries and size; clear removes every entry.",
         epilog="examples:\n  ocishim cache stats\n  ocishim cache clear",

@@ -229,9 +229,13 @@ def open_cache(where: str, create: bool = True) -> tuple[Cache | None, str | Non
     The directory must be a real directory owned by this user (root) with no access
     for anyone else, on a path whose every directory only root can change (as for the
     settings file): anyone else who could write an entry could choose the filter.
+    A directory the settings name is created; the default one is used only where it
+    exists (the package installs it), so that a tool or test run with the defaults
+    leaves nothing behind in /var/cache.
     """
     if where == OFF:
         return None, None
+    default = os.path.normpath(where) == DEFAULT_DIR
     if not os.path.isabs(where):
         return None, f"cache directory {where!r}: not an absolute path; cache not used"
     where = os.path.normpath(where)
@@ -245,6 +249,8 @@ def open_cache(where: str, create: bool = True) -> tuple[Cache | None, str | Non
     try:
         st = os.lstat(where)
     except FileNotFoundError:
+        if default:
+            return None, None  # not installed: no cache, and nothing to warn about
         if not create:
             return None, f"cache directory {where}: does not exist"
         try:
@@ -412,6 +418,8 @@ def stats(where: str) -> Stats:
     """What `ocishim cache stats` prints."""
     cache, problem = open_cache(where, create=False)
     if cache is None:
+        if problem is None and where != OFF:
+            problem = f"off: {where} does not exist (install -d -m 0700 {where} turns the cache on)"
         return Stats(where, problem or OFF)
     entries = _entries(cache)
     return Stats(where, "ok", len(entries), sum(size for _, size, _ in entries), cache.max_bytes)

@@ -503,3 +503,18 @@ def test_parent_reached_through_a_symlink_is_judged_where_it_leads(tmp_path):
     assert (code, out) == (0, cold(config_bytes(SMALL), settings))
     assert not (tmp_path / "open" / "inner" / "cache").exists()
     assert f"{tmp_path}/open is writable by group or others" in (tmp_path / "ocishim.log").read_text()
+
+
+def test_default_directory_is_used_only_where_it_exists(tmp_path, monkeypatch):
+    """The default directory (here a stand-in) is never created: nothing is left in
+    /var/cache by a run with the defaults; once installed (0700), it is used."""
+    default = tmp_path / "var-cache-ocishim"
+    monkeypatch.setattr(filtercache, "DEFAULT_DIR", str(default))
+    settings = settings_for(tmp_path, default)
+    assert hook(config_bytes(SMALL), settings) == (0, cold(config_bytes(SMALL), settings))
+    assert not default.exists()
+    assert "cache" not in (tmp_path / "ocishim.log").read_text().split("precreate: patched")[0]
+    assert filtercache.stats(str(default)).state.startswith(f"off: {default} does not exist")
+    default.mkdir(mode=0o700)
+    hook(config_bytes(SMALL), settings)
+    assert len(entries(default)) == 1
