@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from . import libseccomp, syscalls
 from .libseccomp import binding as pyseccomp
@@ -105,7 +105,9 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
 
     libseccomp runs in a child process under COMPILE_TIMEOUT and COMPILE_MEMORY.
     """
-    return _in_child(_compile_profile, profile.path or "linux.seccomp", profile, native)
+    listed = [BY_OCI[n].name for n in profile.architectures if n in BY_OCI]
+    warm = [(native or libseccomp.native()).name] + listed
+    return _in_child(_compile_profile, profile.path or "linux.seccomp", profile, native, warm=warm)
 
 
 def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
@@ -209,7 +211,8 @@ def compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[In
     used: this is how the patcher learns what libseccomp makes of rules on a name it lacks.
     libseccomp runs in a child process under COMPILE_TIMEOUT and COMPILE_MEMORY.
     """
-    return _in_child(_compile_proxy, where or "linux.seccomp", arch, tuple(rules), default, where)
+    return _in_child(_compile_proxy, where or "linux.seccomp", arch, tuple(rules), default, where,
+                     warm=[arch.name])
 
 
 def _compile_proxy(arch: Arch, rules, default: int, where: str) -> tuple[tuple[Insn, ...], int]:
@@ -248,20 +251,27 @@ def _rules_on(profile: Profile, arches: tuple[Arch, ...], targets: set[tuple[str
     if not targets:
         return []
     by_name = {a.name: a for a in arches}
+    target_arches = sorted({arch_name for arch_name, _ in targets})
     out: list[PendingRule] = []
     for rule in profile.syscalls:
         value = action_value(rule.action, rule.errno_ret)
         if value == default:
             continue
-        for arch_name, nr in sorted(targets):
+        for arch_name in target_arches:  # (arch, nr) in sorted order, as sorted(targets)
             arch = by_name[arch_name]
-            lacked = [n for n in rule.names if syscalls.resolve(arch_name, n) == nr
-                      and not _libseccomp_handles(arch, n)]
-            known = [n for n in rule.names if libseccomp.resolve_name(arch, n) == nr]
-            if lacked or known:
-                name = (lacked or known)[0]
+            lacked: dict[int, list[str]] = {}
+            known: dict[int, list[str]] = {}
+            for n in rule.names:
+                nr = syscalls.resolve(arch_name, n)
+                if (arch_name, nr) in targets and not _libseccomp_handles(arch, n):
+                    lacked.setdefault(nr, []).append(n)
+                theirs = libseccomp.resolve_name(arch, n)
+                if (arch_name, theirs) in targets:
+                    known.setdefault(theirs, []).append(n)
+            for nr in sorted(set(lacked) | set(known)):
+                name = (lacked.get(nr) or known[nr])[0]
                 out.append(PendingRule(arch_name, name, nr, value, rule.args, rule.path, rule,
-                                       alias=not lacked))
+                                       alias=nr not in lacked))
     return out
 
 
@@ -372,7 +382,7 @@ def compile_timeout() -> float:
     return value
 
 
-def _in_child(fn: Callable[..., Any], where: str, *args: Any) -> Any:
+def _in_child(fn: Callable[..., Any], where: str, *args: Any, warm: Sequence[str] | None = None) -> Any:
     """fn(*args) in a forked child under the limits; its value, or its exception, re-raised here.
 
     A fork without exec: pyseccomp and everything fn needs are already imported, so the
@@ -385,7 +395,7 @@ def _in_child(fn: Callable[..., Any], where: str, *args: Any) -> Any:
     limit = compile_timeout()
     if not ISOLATE:
         return fn(*args)
-    _warm_caches()
+    _warm_caches(warm)
     rfd, wfd = os.pipe()
     try:
         pid = os.fork()
@@ -437,14 +447,16 @@ def _in_child(fn: Callable[..., Any], where: str, *args: Any) -> Any:
     raise value  # any other exception, as fn raised it (a bug, not the profile's fault)
 
 
-def _warm_caches() -> None:
-    """Fill the lookup caches the compile uses here, once per process.
+def _warm_caches(arches: Sequence[str] | None = None) -> None:
+    """Fill the lookup caches the compile uses here, for the arches it will use (default:
+    all of the table's), once per process.
 
     Filled in a child they would die with it, and every later compile would build the
-    syscall table again (about 20 ms for all its arches).
+    syscall table again (about 20 ms for all its arches; a hook needs two or three).
     """
-    for arch_name in syscalls.arches():
-        syscalls.resolve(arch_name, "read")
+    for arch_name in arches if arches is not None else syscalls.arches():
+        if arch_name in syscalls.arches():
+            syscalls.resolve(arch_name, "read")
     libseccomp.supported_arches()
     libseccomp.version()
 

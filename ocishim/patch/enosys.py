@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -140,4 +142,6 @@ def enosys_ranges(arch: str, named: frozenset[int], mode: Mode, default_action: 
 
 
 def contains(ranges: tuple[tuple[int, int], ...], nr: int) -> bool:
-    return any(a <= nr <= b for a, b in ranges)
+    """nr in one of ranges, which are sorted and disjoint (as enosys_ranges makes them)."""
+    i = bisect.bisect_right(ranges, (nr, 0xFFFFFFFF)) - 1
+    return i >= 0 and ranges[i][0] <= nr <= ranges[i][1]

@@ -138,6 +138,7 @@ class Meaning:
         self.default = action_value(profile.default_action, profile.default_errno_ret)
         self.bad_arch = bad_arch
         self._on: dict[str, dict[int, OnNr]] = {a.name: self._rules_of(a) for a in self.arches}
+        self._ruled: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def for_filter(cls, profile: Profile, native: Arch, bad_arch: int = BAD_ARCH) -> "Meaning":
@@ -165,7 +166,10 @@ class Meaning:
 
     def ruled(self, arch: Arch) -> tuple[int, ...]:
         """The numbers of arch the profile has rules (or an unsettled meaning) for, sorted."""
-        return tuple(sorted(self._on[arch.name]))
+        ruled = self._ruled.get(arch.name)
+        if ruled is None:
+            ruled = self._ruled[arch.name] = tuple(sorted(self._on[arch.name]))
+        return ruled
 
     def on(self, arch: Arch, nr: int) -> OnNr | None:
         return self._on[arch.name].get(nr)
