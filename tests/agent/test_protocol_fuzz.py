@@ -78,12 +78,25 @@ def _garbage(rng: random.Random, i: int) -> tuple[bytes, int, bool]:
     return json.dumps({**VALID, "state": []}).encode(), 1, True
 
 
+def _settled_fds(pid: int) -> int:
+    """The agent's fd count once it has stopped opening its own (socket, log, epoll,
+    worker threads): the same for half a second, within 10 s. On a loaded machine a
+    fixed pause is too short, and a count taken mid-start-up looks like a leak later."""
+    deadline = time.monotonic() + 10
+    seen = [_fds(pid)]
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen.append(_fds(pid))
+        if len(seen) >= 6 and len(set(seen[-6:])) == 1:
+            break
+    return seen[-1]
+
+
 def test_fuzz_leaves_the_agent_serving():
     rng = random.Random(13)
     agent = helpers.start_agent()
     try:
-        time.sleep(0.2)
-        before = _fds(agent.proc.pid)
+        before = _settled_fds(agent.proc.pid)
         r, w = os.pipe()
         try:
             held = []
