@@ -136,12 +136,19 @@ class Crun:
 
 @pytest.fixture
 def crun(tmp_path_factory):
+    # runc writes the bundles (`runc spec`)
+    yield from _runtime(Crun, ("crun", "unshare", "runc"), "", tmp_path_factory)
+
+
+def _runtime(cls, tools, tag: str, factory):
+    """A runtime with private directories, skipped with the reason when a tool is missing;
+    its containers deleted afterwards."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         pytest.skip(f"the probes are x86_64 Linux programs, not {platform.system()} {platform.machine()}")
-    for tool in ("crun", "unshare", "runc"):  # runc writes the bundles (`runc spec`)
+    for tool in tools:
         if reason := bundles.missing_runtime(tool):
             pytest.skip(reason)
-    rt = Crun(tmp_path_factory.mktemp(f"{ID_PREFIX}-root"), tmp_path_factory.mktemp(f"{ID_PREFIX}-tmp"))
+    rt = cls(factory.mktemp(f"{ID_PREFIX}{tag}-root"), factory.mktemp(f"{ID_PREFIX}{tag}-tmp"))
     try:
         yield rt
     finally:
@@ -244,15 +251,7 @@ class Runc(Crun):
 
 @pytest.fixture
 def runc(tmp_path_factory):
-    if platform.machine() != "x86_64":
-        pytest.skip(f"the probes are x86_64 programs, not {platform.machine()}")
-    if reason := bundles.missing_runtime("runc"):
-        pytest.skip(reason)
-    rt = Runc(tmp_path_factory.mktemp(f"{ID_PREFIX}-runc-root"), tmp_path_factory.mktemp(f"{ID_PREFIX}-runc-tmp"))
-    try:
-        yield rt
-    finally:
-        rt.cleanup()
+    yield from _runtime(Runc, ("runc",), "-runc", tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", BUGS)
