@@ -338,10 +338,33 @@ class Checker:
             except Unsettled as exc:
                 yield piece, str(exc)
 
+    def _one_call(self, region: Region) -> int | None:
+        """The expected answer when region is one arch and one nr with an answer that does
+        not depend on the arguments (most leaves of a libseccomp program); else None."""
+        arch_word, nr_word = region[OFF_ARCH // 4], region[OFF_NR // 4]
+        if len(arch_word) != 1 or len(nr_word) != 1:
+            return None
+        a, n = arch_word[0], nr_word[0]
+        if a.lo != a.hi or n.lo != n.hi:
+            return None
+        arch = self.meaning.arch_of(a.lo, n.lo)
+        if arch is None or any(lo <= n.lo <= hi for lo, hi in self.enosys.get(arch.name, ())):
+            return None
+        on = self.meaning.on(arch, n.lo)
+        return self.meaning.default if on is None else on.always
+
     def run(self) -> Report:
         leaves = 0
+        fast = type(self) is Checker  # subclasses decide what is expected their own way
         for leaf in regions.walk(self.program):
             leaves += 1
+            want = self._one_call(leaf.region) if fast else None
+            if want is not None:
+                self.pieces += 1
+                if want != leaf.answer:
+                    arch = self.meaning.arch_of(leaf.region[OFF_ARCH // 4][0].lo, leaf.region[OFF_NR // 4][0].lo)
+                    self._compare(leaf.answer, leaf.region, arch, want)
+                continue
             for part, arch in by_arch(self.meaning, leaf.region):
                 for piece, want in self.expected(arch, part):
                     self.pieces += 1
