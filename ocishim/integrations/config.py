@@ -58,7 +58,13 @@ def _strict_for_json_readers(seccomp: dict[str, Any], profile: Profile, patched:
     default: never weaker than the profile (rule 10), if coarser. crun takes the exact
     program from the annotation and never reads them.
     """
-    names = sorted({n for arch, nr in patched.repaired if (n := syscalls.name(arch, nr))})
+    from ..verify.meaning import Meaning
+
+    # Every name whose rules land on a repaired number: its aliases, and on arches with
+    # socketcall/ipc the socket and IPC names routed there, not only the number's own name.
+    meaning = Meaning(profile, patched.compiled.arches)
+    arches = {a.name: a for a in patched.compiled.arches}
+    names = sorted(set().union(*(meaning.names_on(arches[arch], nr) for arch, nr in patched.repaired)))
     if not names:
         return
     actions = [(profile.default_action, profile.default_errno_ret)]

@@ -8,8 +8,10 @@ Each build runs two checks (verify.check), over every arch, nr and argument valu
 Where libseccomp's program differs from the profile on (arch, nr) and is not stricter
 everywhere it differs, ocishim compiles that number's rules itself (patch.repair), and
 the patched program is checked again. Where it is only stricter, it is kept (never
-loosen) and a note says so. A place the checker cannot decide, or a repair that still
-differs, refuses the profile: no filter rather than one nobody has checked.
+loosen) and a note says so. Where the written meaning is silent (rules of different
+actions that overlap in ways semantics.md does not settle), or the check would pass its
+budget, libseccomp's answer stands and a note says so. A repair that does not check, or
+a stub that departs from rule 1, refuses the profile: no filter rather than a wrong one.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ def _version() -> str:
     return ".".join(map(str, libseccomp.version()))
 
 
-def _lacked(compiled: Compiled) -> dict[tuple[str, int], str]:
-    return {(p.arch, p.nr): "the host libseccomp lacks the name" for p in compiled.pending if not p.alias}
+def lacked(compiled: Compiled) -> dict[tuple[str, int], str]:
+    """(arch, nr) whose rules libseccomp dropped (it lacks the name) and ocishim compiles
+    itself, with why: the known differences of libseccomp's program from the profile."""
+    return {(p.arch, p.nr): f"libseccomp {_version()} lacks {p.name}; ocishim compiles its rules"
+            for p in compiled.pending if not p.alias}
 
 
-def _own(compiled: Compiled, extra: Sequence[tuple[str, int]] = ()) -> dict[str, list[int]]:
+def own_numbers(compiled: Compiled, extra: Sequence[tuple[str, int]] = ()) -> dict[str, list[int]]:
+    """arch -> the numbers whose code in the patched program is ocishim's (rule blocks for
+    lacked names, and the extra ones it repaired): there rule 1 expects the meaning."""
     own: dict[str, list[int]] = {}
     for arch, nr in [(p.arch, p.nr) for p in compiled.pending] + list(extra):
         own.setdefault(arch, []).append(nr)
@@ -71,8 +78,8 @@ def check_and_repair(profile: Profile, compiled: Compiled, mode: Mode,
         raise CompileError(profile.field_path("syscalls"), str(exc)) from None
     try:
         with Budget(BUDGET):
-            lib = check_program(compiled.program, meaning, "libseccomp vs profile", known=_lacked(compiled))
-            first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, _own(compiled))
+            lib = check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(compiled))
+            first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, own_numbers(compiled))
     except Undecidable as exc:
         # As every runtime does today: libseccomp's program unseen, but said plainly.
         return replace(patched, notes=(f"unchecked: {exc.message}; libseccomp's program is used "
@@ -111,15 +118,12 @@ def check_and_repair(profile: Profile, compiled: Compiled, mode: Mode,
     arches = {a.name: a for a in compiled.arches}
     for (arch, nr) in sorted(wrong):
         on = meaning.on(arches[arch], nr)
-        if on is not None and on.unsettled:
-            raise CompileError(profile.field_path("syscalls"), f"{wrong[(arch, nr)].text()}, and "
-                               f"ocishim cannot compile these rules itself: {on.unsettled}")
         repairs[(arch, nr)] = on if on is not None else OnNr(meaning.default, ())
     repaired = build(compiled, mode, emulate, repairs)
     try:
         with Budget(BUDGET):
             again = check_rule1(repaired.program, compiled.program, meaning, repaired.enosys,
-                                _own(compiled, list(repairs)))
+                                own_numbers(compiled, list(repairs)))
     except Undecidable as exc:
         raise CompileError(profile.field_path("syscalls"), f"{wrong[min(wrong)].text()}, and ocishim's "
                            f"own code for these rules cannot be checked: {exc.message}") from None

@@ -267,9 +267,6 @@ def meaning_pieces(meaning: Meaning, arch: Arch, region: Region) -> Iterator[tup
         if on.always is not None:
             yield part, on.always
             continue
-        if on.unsettled:
-            yield part, None
-            continue
         for piece in refine(arch, part, on.sets):
             yield piece, None
 

@@ -91,7 +91,6 @@ class OnNr:
 
     always: int | None  # the unconditional rule's action
     sets: tuple[CondSet, ...]  # conditional rules, when there is no unconditional one
-    unsettled: str | None = None
 
 
 def _norm(c: ArgCond, bits: int) -> ArgCond:
@@ -165,11 +164,18 @@ class Meaning:
         return None
 
     def ruled(self, arch: Arch) -> tuple[int, ...]:
-        """The numbers of arch the profile has rules (or an unsettled meaning) for, sorted."""
+        """The numbers of arch the profile has rules for, sorted."""
         ruled = self._ruled.get(arch.name)
         if ruled is None:
             ruled = self._ruled[arch.name] = tuple(sorted(self._on[arch.name]))
         return ruled
+
+    def names_on(self, arch: Arch, nr: int) -> frozenset[str]:
+        """The names in the profile's rules whose rules land on nr of arch: by the table
+        (every alias of nr) or through the multiplexer nr is on arch."""
+        muxes = self._multiplexers(arch)
+        return frozenset(n for rule in self.profile.syscalls for n in rule.names
+                         if syscalls.resolve(arch.name, n) == nr or muxes.get(n, (None,))[0] == nr)
 
     def on(self, arch: Arch, nr: int) -> OnNr | None:
         return self._on[arch.name].get(nr)
@@ -182,8 +188,6 @@ class Meaning:
         on = self.on(arch, nr)
         if on is None:
             return self.default
-        if on.unsettled:
-            raise Unsettled(on.unsettled)
         if on.always is not None:
             return on.always
         full = tuple(args) + (0,) * (6 - len(args))

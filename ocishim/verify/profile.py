@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .. import libseccomp
 from ..arch import Arch
 from ..bpf.insn import Insn
 from ..patch import Mode, Patched, Version, patch_profile
+from ..patch.check import lacked, own_numbers
 from ..profile.model import Profile
 from .check import Report, check_program, check_rule1
 from .meaning import Meaning
@@ -24,13 +24,6 @@ class Verification:
         return all(r.agrees for r in self.reports)
 
 
-def lacked(patched: Patched) -> dict[tuple[str, int], str]:
-    """(arch, nr) whose rules libseccomp dropped (it lacks the name) and ocishim compiles itself."""
-    version = ".".join(map(str, libseccomp.version()))
-    return {(p.arch, p.nr): f"libseccomp {version} lacks {p.name}; ocishim compiles its rules"
-            for p in patched.compiled.pending if not p.alias}
-
-
 def verify(profile: Profile, mode: Mode | str = "unnamed", emulate: Version | None = None,
            native: Arch | None = None, program: Sequence[Insn] | None = None) -> Verification:
     """libseccomp's program against the profile, the patched program (with ocishim's
@@ -39,12 +32,10 @@ def verify(profile: Profile, mode: Mode | str = "unnamed", emulate: Version | No
     patched = patch_profile(profile, mode, emulate, native=native)
     compiled = patched.compiled
     meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
-    own: dict[str, list[int]] = {}
-    for arch, nr in [(p.arch, p.nr) for p in compiled.pending] + list(patched.repaired):
-        own.setdefault(arch, []).append(nr)
     reports = [
-        check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(patched)),
-        check_rule1(patched.program, compiled.program, meaning, patched.enosys, own),
+        check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(compiled)),
+        check_rule1(patched.program, compiled.program, meaning, patched.enosys,
+                    own_numbers(compiled, patched.repaired)),
     ]
     if program is not None:
         reports.append(check_program(program, meaning, "program vs profile", enosys=patched.enosys))

@@ -121,3 +121,20 @@ def test_older_libseccomp_does_not_route_ppc():
     nr = syscalls.resolve("ppc", "socketcall")
     assert old.answer(ppc.audit, nr, (1, 0, 0, 0, 0, 0)) == EPERM
     assert new.answer(ppc.audit, nr, (1, 0, 0, 0, 0, 0)) == RET_ALLOW
+
+
+def test_names_on_a_number():
+    """Meaning.names_on: every name of the profile whose rules land on a number, directly,
+    as an alias, or through socketcall/ipc (what JSON readers must see replaced where
+    ocishim repairs that number; integrations.config)."""
+    rules = (Rule(("socket", "bind", "personality"), "SCMP_ACT_ALLOW"), Rule(("semget",), "SCMP_ACT_ALLOW"),
+             Rule(("sync_file_range2",), "SCMP_ACT_ALLOW"), Rule(("arm_sync_file_range",), "SCMP_ACT_ALLOW"))
+    profile = Profile("SCMP_ACT_ERRNO", None, (), syscalls=rules)
+    x86, x86_64, arm = BY_NAME["x86"], BY_NAME["x86_64"], BY_NAME["arm"]
+    meaning = Meaning(profile, [x86, x86_64, arm])
+    assert meaning.names_on(x86, syscalls.resolve("x86", "socketcall")) == {"socket", "bind"}
+    assert meaning.names_on(x86, syscalls.resolve("x86", "ipc")) == {"semget"}
+    assert meaning.names_on(x86_64, syscalls.resolve("x86_64", "socket")) == {"socket"}
+    assert meaning.names_on(x86_64, syscalls.resolve("x86_64", "personality")) == {"personality"}
+    assert meaning.names_on(arm, 341) == {"sync_file_range2", "arm_sync_file_range"}
+    assert meaning.names_on(x86_64, syscalls.resolve("x86_64", "getpid")) == frozenset()
