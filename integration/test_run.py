@@ -148,8 +148,12 @@ class Runtime:
     def command(self, *args: str) -> list[str]:
         return [*self.prefix, self.name, *self.global_args, *args]
 
-    def run_plain(self, bundle: Path, cid: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        """`RUNTIME run` of the bundle as it is: what the runtime does without ocishim."""
+    def run_plain(self, bundle: Path | str, cid: str, cwd: Path | None = None,
+                  **kw: Any) -> subprocess.CompletedProcess[str]:
+        """`RUNTIME run` of the bundle as it is: what the runtime does without ocishim.
+        With cwd, run there with PWD set as a shell sets it (runc's os.Getwd() reads it)."""
+        if cwd is not None:
+            kw.update(cwd=cwd, env={**os.environ, "PWD": str(cwd)})
         return subprocess.run(self.command("run", "--bundle", str(bundle), cid),
                               capture_output=True, text=True, timeout=TIMEOUT, **kw)
 
@@ -158,17 +162,19 @@ class Runtime:
         return [*self.prefix, sys.executable, "-m", "ocishim", "run", "--runtime", self.name,
                 "--id", cid, *runtime_args, *flags, str(bundle)]
 
-    def env(self) -> dict[str, str]:
+    def env(self, cwd: Path | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         env["TMPDIR"] = str(self.tmpdir)
+        if cwd is not None:
+            env["PWD"] = str(cwd)  # as a shell sets it; runc's os.Getwd() reads it
         return env
 
     def run_ocishim(self, bundle: Path | str, cid: str, flags: Sequence[str] = (),
-                    **kw: Any) -> subprocess.CompletedProcess[str]:
+                    cwd: Path | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
         kw.setdefault("capture_output", True)
-        return subprocess.run(self.ocishim_command(bundle, cid, flags), text=True,
-                              env=self.env(), timeout=TIMEOUT, **kw)
+        return subprocess.run(self.ocishim_command(bundle, cid, flags), text=True, cwd=cwd,
+                              env=self.env(cwd), timeout=TIMEOUT, **kw)
 
     def ids(self) -> list[str]:
         proc = subprocess.run([self.name, *(["--root", str(self.root)] if self.root else []), "list"],

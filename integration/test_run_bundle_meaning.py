@@ -24,19 +24,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
 import pytest
 
 from . import bundles
-from .conftest import REPO
+from .test_run import _runtime
 
 pytestmark = pytest.mark.runtime
 
-TIMEOUT = 60
 EXIT = 7  # the container's own exit code
 
 # (source as written in config.json, destination, the file the container cats there,
@@ -145,67 +143,6 @@ def _make_case(top: Path) -> Case:
     return Case(top, bundle, hook_out)
 
 
-@dataclass
-class Runtime:
-    """crun or runc with a private state root; remembers its container ids to clean up."""
-
-    name: str
-    root: Path
-    tmpdir: Path  # TMPDIR of `ocishim run`: where its private directory goes
-    created: list[str] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> list[str]:
-        return bundles.crun_prefix() if self.name == "crun" else []
-
-    @property
-    def global_args(self) -> list[str]:
-        return ["--root", str(self.root), *(bundles.CRUN_ARGS if self.name == "crun" else ())]
-
-    def new_id(self) -> str:
-        cid = bundles.container_id()
-        self.created.append(cid)
-        return cid
-
-    def plain(self, bundle_arg: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        """`RUNTIME run --bundle BUNDLE` in place, without ocishim."""
-        return subprocess.run([*self.prefix, self.name, *self.global_args, "run", "--bundle",
-                               bundle_arg, self.new_id()], cwd=cwd, capture_output=True,
-                              env={**os.environ, "PWD": str(cwd)},  # as a shell sets it
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
-
-    def ocishim(self, bundle_arg: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-        env["TMPDIR"] = str(self.tmpdir)
-        env["PWD"] = str(cwd)  # as a shell sets it; runc's os.Getwd() reads it
-        runtime_args = [f"--runtime-arg={a}" for a in self.global_args]
-        return subprocess.run([*self.prefix, sys.executable, "-m", "ocishim", "run", "--runtime",
-                               self.name, "--id", self.new_id(), *runtime_args, bundle_arg],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-
-    def ids(self) -> list[str]:
-        proc = subprocess.run([self.name, "--root", str(self.root), "list"], capture_output=True,
-                              text=True, timeout=TIMEOUT)
-        assert proc.returncode == 0, proc.stderr
-        return [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
-
-    def cleanup(self) -> None:
-        for cid in self.created:
-            subprocess.run([*self.prefix, self.name, *self.global_args, "delete", "--force", cid],
-                           capture_output=True, timeout=TIMEOUT)
-        self.created.clear()
-
-
-def _runtime(name: str, factory: pytest.TempPathFactory) -> Runtime:
-    if reason := bundles.missing_runtime(name):
-        pytest.skip(reason)
-    if name == "crun" and (reason := bundles.missing_runtime("unshare")):
-        pytest.skip(reason)
-    return Runtime(name, factory.mktemp(f"{name}-root"), factory.mktemp(f"{name}-tmpdir"))
-
-
 @pytest.fixture(params=["runc", "crun"])
 def runtime(request, tmp_path_factory):
     rt = _runtime(request.param, tmp_path_factory)
@@ -255,7 +192,7 @@ def test_in_place_premise(runtime, case):
     hook's path against the bundle: the container prints the files this test wrote,
     the hook reads its files, and nothing in the bundle is written."""
     before = _tree(case.bundle)
-    proc = runtime.plain(str(case.bundle), case.top)
+    proc = runtime.run_plain(str(case.bundle), runtime.new_id(), case.top, stdin=subprocess.DEVNULL)
     assert _outcome(proc) == (EXIT, _expected_output(runtime.name)), proc.stderr
     assert case.records() == [_hook_saw()]
     assert _tree(case.bundle) == before
@@ -265,10 +202,10 @@ def test_in_place_premise(runtime, case):
 def test_ocishim_run_means_what_the_runtime_does_in_place(form, runtime, case):
     ocishim_arg, in_place_arg, cwd = _form(case, form)
     before = _tree(case.bundle)
-    in_place = runtime.plain(in_place_arg, cwd)
+    in_place = runtime.run_plain(in_place_arg, runtime.new_id(), cwd, stdin=subprocess.DEVNULL)
     assert _outcome(in_place) == (EXIT, _expected_output(runtime.name)), in_place.stderr
 
-    proc = runtime.ocishim(ocishim_arg, cwd)
+    proc = runtime.run_ocishim(ocishim_arg, runtime.new_id(), cwd=cwd, stdin=subprocess.DEVNULL)
     assert _outcome(proc) == _outcome(in_place), \
         f"ocishim run --runtime {runtime.name} {ocishim_arg} (in {cwd}):\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -289,8 +226,8 @@ def test_cwd_through_a_symlink(runtime, case):
     alias = case.top / "alias"
     alias.symlink_to("bundle")
     before = _tree(case.bundle)
-    in_place = runtime.plain(".", alias)
-    proc = runtime.ocishim(".", alias)
+    in_place = runtime.run_plain(".", runtime.new_id(), alias, stdin=subprocess.DEVNULL)
+    proc = runtime.run_ocishim(".", runtime.new_id(), cwd=alias, stdin=subprocess.DEVNULL)
     if runtime.name == "runc":
         assert in_place.returncode == 1 and "a symlink" in in_place.stderr, in_place.stderr
         assert proc.returncode == 1 and "invalid rootfs: not an absolute path, or a symlink" in proc.stderr, \
