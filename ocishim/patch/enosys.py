@@ -3,52 +3,16 @@
 from __future__ import annotations
 
 import bisect
-
-import re
-from dataclasses import dataclass
 from typing import Iterable
 
 from .. import syscalls
 from ..actions import (ENOSYS, RET_ACTION_FULL, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS, RET_LOG,
                        RET_TRACE)
 from ..arch import ARM_PRIVATE_BASE, X32_SYSCALL_BIT, nr_domain
-from ..errors import UsageError
+from ..modes import MODES, Mode, Version, parse_kernel, parse_mode  # noqa: F401 (re-exported)
 
-Version = tuple[int, int]
 # x32's own numbers (x32 compat range 512-547); runc's maximum must not count them.
 X32_COMPAT = range(X32_SYSCALL_BIT + 512, X32_SYSCALL_BIT + 548)
-MODES = ("unnamed", "auto", "max", "off", "kernel:X.Y")
-
-
-@dataclass(frozen=True)
-class Mode:
-    """An --enosys mode: auto, unnamed, max, off, or kernel with a baseline version."""
-
-    kind: str
-    kernel: Version | None = None
-
-    def __str__(self) -> str:
-        return f"kernel:{syscalls.format_version(self.kernel)}" if self.kernel else self.kind
-
-
-def parse_mode(text: str) -> Mode:
-    """Parse an --enosys value; a bad one is a UsageError naming the flag."""
-    if text in ("auto", "unnamed", "max", "off"):
-        return Mode(text)
-    m = re.fullmatch(r"kernel:(.*)", text)
-    if m:
-        try:
-            return Mode("kernel", syscalls.parse_version(m.group(1)))
-        except ValueError as exc:
-            raise UsageError("--enosys", str(exc)) from None
-    raise UsageError("--enosys", f"unknown mode {text!r} (one of {', '.join(MODES)})")
-
-
-def parse_kernel(text: str, flag: str = "--emulate-kernel") -> Version:
-    try:
-        return syscalls.parse_version(text)
-    except ValueError as exc:
-        raise UsageError(flag, str(exc)) from None
 
 
 domain = nr_domain

@@ -9,10 +9,10 @@ ARM private calls 0xf0000 + n. Versions are (major, minor) tuples.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 
 from ..arch import ARCHES
+from ..modes import KERNEL_PART_MAX, format_version, parse_version  # noqa: F401 (re-exported)
 
 
 def _full_table():  # noqa: ANN202
@@ -23,8 +23,6 @@ def _full_table():  # noqa: ANN202
     return TABLE
 
 Version = tuple[int, int]
-
-_VERSION = re.compile(r"([0-9]+)\.([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -117,23 +115,3 @@ def floor(arch: str) -> Version:
     return _table(arch).floor
 
 
-# KERNEL_VERSION() packs major and minor into 8 bits each: anything larger is no Linux.
-KERNEL_PART_MAX = 255
-
-
-def parse_version(text: str) -> Version:
-    """Parse "MAJOR.MINOR", such as "5.10", into (5, 10); a ValueError for anything else."""
-    m = _VERSION.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"bad kernel version {text!r}: expected MAJOR.MINOR, such as 5.10")
-    major, minor = int(m[1]), int(m[2])
-    if not 1 <= major <= KERNEL_PART_MAX or minor > KERNEL_PART_MAX:
-        raise ValueError(f"{text!r} is not a Linux version: MAJOR is 1 to {KERNEL_PART_MAX} "
-                         f"and MINOR 0 to {KERNEL_PART_MAX}, such as 5.10")
-    return major, minor
-
-
-def format_version(version: Version) -> str:
-    """Format (5, 10) as "5.10"."""
-    major, minor = version
-    return f"{major}.{minor}"
