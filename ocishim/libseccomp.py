@@ -10,9 +10,56 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import sys
+import types
+
+# The soname every libseccomp 2.x has; ld.so resolves it as for any library (LD_LIBRARY_PATH
+# included). filtercache.LIBSECCOMP_SONAME is the same name, for the cache-hit path.
+SONAME = "libseccomp.so.2"
+
+
+def _import_pyseccomp() -> types.ModuleType:
+    """pyseccomp, imported without ctypes.util.
+
+    pyseccomp asks ctypes.util.find_library for "c" and "seccomp" when it is imported:
+    importing ctypes.util brings subprocess, shutil and tempfile, and each find_library
+    runs `ldconfig -p`, together 15-30 ms of every cold build. Both answers are known
+    without that: the soname for libseccomp, and the process's own symbols (dlopen(NULL),
+    where libc's free is) for libc. Any other name goes to the real find_library. The
+    stand-in is removed again once pyseccomp is loaded, which only uses it while loading.
+    """
+    def find_library(name: str) -> str | None:
+        if name == "seccomp":
+            return SONAME
+        if name == "c":
+            return None  # ctypes.CDLL(None): this process, libc included
+        from importlib import import_module
+
+        del sys.modules["ctypes.util"]
+        try:
+            return import_module("ctypes.util").find_library(name)
+        finally:
+            sys.modules["ctypes.util"] = stand_in
+
+    saved_module = sys.modules.get("ctypes.util")
+    saved_attr = ctypes.__dict__.get("util")
+    stand_in = types.ModuleType("ctypes.util")
+    stand_in.find_library = find_library  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in  # type: ignore[attr-defined]
+    try:
+        import pyseccomp
+    finally:
+        for table, key, saved in ((sys.modules, "ctypes.util", saved_module), (ctypes.__dict__, "util", saved_attr)):
+            if saved is None:
+                table.pop(key, None)
+            else:
+                table[key] = saved
+    return pyseccomp
+
 
 try:
-    import pyseccomp as binding
+    binding = _import_pyseccomp()
 except ImportError:
     import seccomp as binding  # type: ignore[no-redef]
 
@@ -20,7 +67,7 @@ from .arch import ARCHES, Arch
 
 # pyseccomp's ctypes handle, or the same library by soname: the Cython module is linked
 # against libseccomp.so.2, so dlopen returns the copy already loaded.
-_LIB_PATH: str = getattr(binding, "_libseccomp_path", "libseccomp.so.2")
+_LIB_PATH: str = getattr(binding, "_libseccomp_path", SONAME)
 _lib = getattr(binding, "_libseccomp", None) or ctypes.CDLL(_LIB_PATH)
 
 
