@@ -1,13 +1,15 @@
 """--enosys modes and kernel versions: what the settings, the annotations and the CLI name.
 
 Read on every container start, before anything is compiled (and on a compiled-filter
-cache hit, instead of it), so this module imports nothing but ocishim.errors: no re,
-no dataclasses, no syscall table. ocishim.patch and ocishim.syscalls re-export it.
+cache hit, instead of it), so this module imports nothing but ocishim.errors and
+ocishim.record: no re, no dataclasses, no syscall table. ocishim.patch and
+ocishim.syscalls re-export it.
 """
 
 from __future__ import annotations
 
 from .errors import UsageError
+from .record import Record
 
 Version = tuple[int, int]  # (major, minor)
 
@@ -17,36 +19,13 @@ KERNEL_PART_MAX = 255
 _DIGITS = frozenset("0123456789")
 
 
-class Mode:
-    """An --enosys mode: auto, unnamed, max, off, or kernel with a baseline version.
-
-    Immutable and compared by value.
-    """
+class Mode(Record):
+    """An --enosys mode: auto, unnamed, max, off, or kernel with a baseline version."""
 
     __slots__ = ("kind", "kernel")
+    _defaults = {"kernel": None}
     kind: str
     kernel: Version | None
-
-    def __init__(self, kind: str, kernel: Version | None = None) -> None:
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "kernel", kernel)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Mode is immutable: cannot set {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Mode:
-            return NotImplemented
-        return (self.kind, self.kernel) == (other.kind, other.kernel)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.kind, self.kernel))
-
-    def __repr__(self) -> str:
-        return f"Mode(kind={self.kind!r}, kernel={self.kernel!r})"
-
-    def __reduce__(self) -> tuple:  # pickle and copy: through __init__, not __setattr__
-        return (Mode, (self.kind, self.kernel))
 
     def __str__(self) -> str:
         return f"kernel:{format_version(self.kernel)}" if self.kernel else self.kind

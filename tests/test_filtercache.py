@@ -11,7 +11,6 @@ instead, byte for byte (the cold output is the same run with the cache off).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import io
 import json
@@ -88,7 +87,7 @@ def hook(data: bytes, settings: Settings) -> tuple[int, str]:
 
 
 def cold(data: bytes, settings: Settings) -> str:
-    code, out = hook(data, dataclasses.replace(settings, cache="off"))
+    code, out = hook(data, settings.replace(cache="off"))
     assert code == 0
     return out
 
@@ -155,9 +154,9 @@ def _flips(tmp_path, cache_dir):
     return {
         "profile": (config_bytes(other_profile), base),
         "arches": (config_bytes(arches), base),
-        "mode": (config_bytes(SMALL), dataclasses.replace(base, mode=parse_mode("max"))),
-        "emulate": (config_bytes(SMALL), dataclasses.replace(base, emulate=(5, 10))),
-        "unknown-syscall": (config_bytes(SMALL), dataclasses.replace(base, unknown_fail=True)),
+        "mode": (config_bytes(SMALL), base.replace(mode=parse_mode("max"))),
+        "emulate": (config_bytes(SMALL), base.replace(emulate=(5, 10))),
+        "unknown-syscall": (config_bytes(SMALL), base.replace(unknown_fail=True)),
         "annotation": (config_bytes(SMALL, {"ocishim.enosys": "max"}), base),
     }
 
@@ -397,13 +396,13 @@ def test_oldest_entries_are_evicted(tmp_path, cache_dir, monkeypatch):
     settings = settings_for(tmp_path, cache_dir)
     made = []
     for i, mode in enumerate(("unnamed", "max", "auto")):
-        hook(config_bytes(SMALL), dataclasses.replace(settings, mode=parse_mode(mode)))
+        hook(config_bytes(SMALL), settings.replace(mode=parse_mode(mode)))
         (new,) = set(entries(cache_dir)) - set(made)
         os.utime(new, ns=(10**18 + i, 10**18 + i))  # ages in the order written
         made.append(new)
     sizes = [p.stat().st_size for p in made]
     monkeypatch.setattr(filtercache, "MAX_BYTES", sizes[1] + sizes[2] + sizes[0] // 2)
-    hook(config_bytes(SMALL), dataclasses.replace(settings, mode=parse_mode("kernel:5.4")))
+    hook(config_bytes(SMALL), settings.replace(mode=parse_mode("kernel:5.4")))
     left = entries(cache_dir)
     assert made[0] not in left and made[1] in left and made[2] in left and len(left) == 3
     assert sum(p.stat().st_size for p in left) <= filtercache.MAX_BYTES
@@ -444,7 +443,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_cli_cache_stats_and_clear(tmp_path, cache_dir):
     settings = settings_for(tmp_path, cache_dir)
     for mode in ("unnamed", "max"):
-        hook(config_bytes(SMALL), dataclasses.replace(settings, mode=parse_mode(mode)))
+        hook(config_bytes(SMALL), settings.replace(mode=parse_mode(mode)))
     (cache_dir / "README").write_text("not an entry\n")
     sizes = sum(p.stat().st_size for p in entries(cache_dir))
     env = {"OCISHIM_CACHE": str(cache_dir)}

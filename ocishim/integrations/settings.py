@@ -15,13 +15,15 @@ rule 10 of semantics.md), and "annotations": "ignore" turns them off.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, replace
-from typing import Any, Mapping
 
 from ..errors import ProfileError, UsageError
-from ..patch import Mode, Version, parse_kernel, parse_mode
+from ..modes import Mode, Version, parse_kernel, parse_mode
+from ..record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 DEFAULT_PATH = "/etc/ocishim/config.json"
 DEFAULT_CACHE = "/var/cache/ocishim"  # the same as filtercache.DEFAULT_DIR (a test checks)
@@ -31,17 +33,31 @@ _KEYS = ("enosys", "emulate-kernel", "unknown-syscall", "annotations", "log", "r
 ANNOTATION_KEYS = ("enosys", "emulate-kernel", "unknown-syscall")
 
 
-@dataclass(frozen=True)
-class Settings:
-    mode: Mode = Mode("unnamed")
-    emulate: Version | None = None
-    unknown_fail: bool = False
-    log: str = "auto"  # the journal, else syslog, else /var/log/ocishim.log (integrations/log.py)
-    runtime: str | None = None
-    annotations: bool = True  # False: the container's ocishim.* annotations are ignored
-    cache: str | None = None  # the compiled-filter cache: a directory or "off"; None: off
-    audit: str = "off"  # "on": every container; "annotation": those with ocishim.audit=on (audit.py)
-    audit_socket: str = "/run/ocishim/agent/agent.sock"  # the agent's socket, the listenerPath
+class Settings(Record):
+    """The settings file's values (every field has a default); `replace` changes some."""
+
+    __slots__ = ("mode", "emulate", "unknown_fail", "log", "runtime", "annotations", "cache",
+                 "audit", "audit_socket")
+    _defaults = {
+        "mode": Mode("unnamed"),
+        "emulate": None,
+        "unknown_fail": False,
+        "log": "auto",  # the journal, else syslog, else /var/log/ocishim.log (integrations/log.py)
+        "runtime": None,
+        "annotations": True,  # False: the container's ocishim.* annotations are ignored
+        "cache": None,  # the compiled-filter cache: a directory or "off"; None: off
+        "audit": "off",  # "on": every container; "annotation": those with ocishim.audit=on
+        "audit_socket": "/run/ocishim/agent/agent.sock",  # the agent's socket, the listenerPath
+    }
+    mode: Mode
+    emulate: Version | None
+    unknown_fail: bool
+    log: str
+    runtime: str | None
+    annotations: bool
+    cache: str | None
+    audit: str
+    audit_socket: str
 
 
 def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Settings:
@@ -57,35 +73,35 @@ def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Setting
             raise UsageError(field, "must be a string")
         if key == "enosys":
             try:
-                settings = replace(settings, mode=parse_mode(value))
+                settings = settings.replace(mode=parse_mode(value))
             except UsageError as exc:
                 raise UsageError(field, exc.message) from None
         elif key == "emulate-kernel":
-            settings = replace(settings, emulate=parse_kernel(value, field))
+            settings = settings.replace(emulate=parse_kernel(value, field))
         elif key == "unknown-syscall":
             if value not in ("warn", "fail"):
                 raise UsageError(field, "must be warn or fail")
-            settings = replace(settings, unknown_fail=value == "fail")
+            settings = settings.replace(unknown_fail=value == "fail")
         elif key == "annotations" and not where.startswith("annotations"):
             if value not in ("use", "ignore"):
                 raise UsageError(field, "must be use or ignore")
-            settings = replace(settings, annotations=value == "use")
+            settings = settings.replace(annotations=value == "use")
         elif key == "log" and not where.startswith("annotations"):
-            settings = replace(settings, log=value)
+            settings = settings.replace(log=value)
         elif key == "runtime" and not where.startswith("annotations"):
-            settings = replace(settings, runtime=value)
+            settings = settings.replace(runtime=value)
         elif key == "cache" and not where.startswith("annotations"):
             if value != "off" and not value.startswith("/"):
                 raise UsageError(field, "must be an absolute directory or off")
-            settings = replace(settings, cache=value)
+            settings = settings.replace(cache=value)
         elif key == "audit" and not where.startswith("annotations"):
             if value not in ("off", "on", "annotation"):
                 raise UsageError(field, "must be off, on or annotation")
-            settings = replace(settings, audit=value)
+            settings = settings.replace(audit=value)
         elif key == "audit-socket" and not where.startswith("annotations"):
             if not value.startswith("/"):
                 raise UsageError(field, "must be an absolute path")
-            settings = replace(settings, audit_socket=value)
+            settings = settings.replace(audit_socket=value)
     return settings
 
 
@@ -97,13 +113,14 @@ def load_settings(path: str | None = None) -> Settings:
     file and every directory on the way: files.read_trusted).
     """
     from ..files import read_trusted
+    from ..profile.jsontext import loads
 
     path = path or os.environ.get("OCISHIM_CONFIG") or DEFAULT_PATH
     # The default cache belongs to the system's settings; another settings file (a test,
     # a second engine) uses a cache only where it names one.
     defaults = Settings(cache=DEFAULT_CACHE if path == DEFAULT_PATH else "off")
     try:
-        values = json.loads(read_trusted(path, "settings file"))
+        values = loads(read_trusted(path, "settings file"))
     except FileNotFoundError:
         return defaults
     except (OSError, ValueError) as exc:
@@ -115,10 +132,10 @@ def load_settings(path: str | None = None) -> Settings:
 
 def container_annotations(settings: Settings, config: Mapping[str, Any]) -> dict[str, Any]:
     """The container's ocishim.* choices (key without prefix -> value), none if ignored."""
-    annotations = config.get("annotations") if isinstance(config, Mapping) else None
+    annotations = config.get("annotations") if isinstance(config, dict) else None
     if annotations is None or not settings.annotations:
         return {}
-    if not isinstance(annotations, Mapping):
+    if not isinstance(annotations, dict):
         raise ProfileError("annotations", "must be an object of strings")
     return {k[len(ANNOTATION_PREFIX):]: v for k, v in annotations.items()
             if isinstance(k, str) and k.startswith(ANNOTATION_PREFIX)
@@ -159,9 +176,9 @@ def audit_wanted(settings: Settings, config: Mapping[str, Any]) -> bool:
     administrator did not allow it, so that a pod cannot start talking to the agent.
     With "annotations": "ignore" the annotation is not read.
     """
-    annotations = config.get("annotations") if isinstance(config, Mapping) else None
+    annotations = config.get("annotations") if isinstance(config, dict) else None
     value = None
-    if settings.annotations and isinstance(annotations, Mapping):
+    if settings.annotations and isinstance(annotations, dict):
         value = annotations.get(AUDIT_ANNOTATION)
     where = f"annotations.{AUDIT_ANNOTATION}"
     if value is not None and value not in ("on", "off"):

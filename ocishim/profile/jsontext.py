@@ -7,18 +7,33 @@ rewritten file could then see another value. So parse.decode reads every float a
 JsonFloat, and the integer `-0` as a JsonInt, each keeping its source text, and
 `dumps` writes that text back. Every other integer is a plain int, whose text
 round-trips as it is (JSON integers have no leading zeros or plus sign).
+
+Every container start reads and writes JSON, and importing the json package (with
+the re and enum it imports) costs such a start more than the reading: `loads` and
+`dumps` use json's C scanner and string encoder (_json) directly, and hand anything
+unusual to the json package itself.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
-__all__ = ["JsonFloat", "JsonInt", "dumps", "parse_float", "parse_int"]
+try:
+    from _json import encode_basestring as _c_string
+    from _json import encode_basestring_ascii as _c_string_ascii
+    from _json import make_scanner as _c_scanner
+except ImportError:  # a Python without the accelerator: the json package's own functions
+    from json.encoder import py_encode_basestring as _c_string
+    from json.encoder import py_encode_basestring_ascii as _c_string_ascii
+    from json.scanner import py_make_scanner as _c_scanner
+
+__all__ = ["JsonFloat", "JsonInt", "dumps", "loads", "parse_float", "parse_int"]
 
 _INDENT = "  "
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_WHITESPACE = " \t\n\r"  # json's: what may stand around a document
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
 
 
 class JsonFloat(float):
@@ -68,9 +83,69 @@ def parse_int(text: str) -> int:
     return int(text)
 
 
+class _Decoder:
+    """What json's scanner reads from a json.JSONDecoder: its options."""
+
+    __slots__ = ("strict", "object_hook", "object_pairs_hook", "parse_float", "parse_int",
+                 "parse_constant", "memo")
+
+
+def loads(text: str | bytes, *, object_pairs_hook: Callable[..., Any] | None = None,
+          parse_float: Callable[[str], Any] | None = None,
+          parse_int: Callable[[str], Any] | None = None,
+          parse_constant: Callable[[str], Any] | None = None) -> Any:
+    """json.loads(text, ...) without importing the json package.
+
+    json.loads scans with the same C scanner, set up the same way; only a text that it
+    would refuse (or one with a BOM or trailing data) goes to json.loads, which then
+    raises its own error. Bytes are UTF-8 as json.loads reads them; those that json
+    would take for another encoding (a BOM, NULs in the first four bytes) go to it.
+    """
+    if isinstance(text, bytes):
+        if text[:1] in (b"\xef", b"\xfe", b"\xff") or b"\x00" in text[:4]:
+            return _json_loads(text, object_pairs_hook, parse_float, parse_int, parse_constant)
+        text = text.decode("utf-8", "surrogatepass")  # json.loads' decoding of UTF-8
+    decoder = _Decoder()
+    decoder.strict = True
+    decoder.object_hook = None
+    decoder.object_pairs_hook = object_pairs_hook
+    decoder.parse_float = parse_float or float
+    decoder.parse_int = parse_int or int
+    decoder.parse_constant = parse_constant or _CONSTANTS.__getitem__
+    decoder.memo = {}
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _c_scanner(decoder)(text, start)
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    else:
+        if end == len(text) or not text[end:].strip(_WHITESPACE):
+            return value
+    return _json_loads(text, object_pairs_hook, parse_float, parse_int, parse_constant)
+
+
+def _json_loads(text: str | bytes, *hooks: Callable[..., Any] | None) -> Any:
+    import json
+
+    pairs, floats, ints, constants = hooks
+    return json.loads(text, object_pairs_hook=pairs, parse_float=floats, parse_int=ints,
+                      parse_constant=constants)
+
+
+def ascii_string(s: str) -> str:
+    """json.dumps(s): the JSON string, every non-ASCII character escaped."""
+    return _c_string_ascii(s)
+
+
 def _string(s: str) -> str:
     # UTF-8 as it is; a lone surrogate (which cannot be encoded) is escaped instead.
-    return json.dumps(s, ensure_ascii=bool(_SURROGATE.search(s)))
+    # The same text as json.dumps(s, ensure_ascii=...) (json calls these encoders).
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            return _c_string_ascii(s)
+    return _c_string(s)
 
 
 def _scalar(value: Any) -> str:

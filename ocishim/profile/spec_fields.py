@@ -22,44 +22,52 @@ Maps (annotations, sysctl, ...) have free keys, and interface{} fields
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Union
+from ..record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Optional, Union
 
 
-@dataclass(frozen=True)
 class Struct:
     """A Go struct: its JSON field names and what each one holds."""
 
-    name: str  # the Go type, for messages and for readers of this table
-    fields: Mapping[str, "Schema"]
-    _folded: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    __slots__ = ("name", "fields", "_folded")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_folded", {go_fold(f): f for f in self.fields})
+    def __init__(self, name: str, fields: Mapping[str, Schema]) -> None:
+        self.name = name  # the Go type, for messages and for readers of this table
+        self.fields = fields
+        self._folded: dict[str, str] | None = None  # go_fold(field) -> field, on first use
+
+    def __repr__(self) -> str:
+        return f"Struct({self.name!r})"
 
     def twin(self, key: str) -> str | None:
         """The field Go would decode `key` into although it is not spelt like it, or None."""
         if key in self.fields:
             return None
+        if self._folded is None:
+            self._folded = {go_fold(f): f for f in self.fields}
         return self._folded.get(go_fold(key))
 
 
-@dataclass(frozen=True)
-class ArrayOf:
+class ArrayOf(Record):
     """A JSON array whose items all have one schema."""
 
-    item: "Schema"
+    __slots__ = ("item",)
+    item: Schema
 
 
-@dataclass(frozen=True)
-class MapOf:
+class MapOf(Record):
     """A Go map: free keys, every value of one schema."""
 
-    value: "Schema"
+    __slots__ = ("value",)
+    value: Schema
 
 
 # None: a scalar, or a value whose keys nobody matches to fields (interface{}).
-Schema = Optional[Union[Struct, ArrayOf, MapOf]]
+if TYPE_CHECKING:
+    Schema = Optional[Union[Struct, ArrayOf, MapOf]]
 FREE: Schema = None
 
 
@@ -88,6 +96,8 @@ def go_fold(key: str) -> str:
     "k"). For ASCII field names, which all spec fields are, the first relation holds
     every pair the second does, so refusing by it covers runc builds of either age.
     """
+    if key.isascii():
+        return key.upper()
     out = []
     for c in key:
         if c < "\x80":
