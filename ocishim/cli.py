@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import traceback
-from typing import Sequence
+
+TYPE_CHECKING = False  # typing, json and traceback cost every command: imported where used
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 from . import __version__
 from .errors import BpfError, OcishimError, UsageError
@@ -74,10 +75,10 @@ def _parse_kernel(text: str, what: str) -> tuple[int, int]:
 
 def _mode(args):
     """--enosys and --emulate-kernel, checked: (Mode, emulated version or None)."""
-    from .patch import parse_mode
+    from .modes import parse_kernel, parse_mode
 
     mode = parse_mode(args.enosys)
-    emulate = _parse_kernel(args.emulate_kernel, "--emulate-kernel") if args.emulate_kernel else None
+    emulate = parse_kernel(args.emulate_kernel, "--emulate-kernel") if args.emulate_kernel else None
     return mode, emulate
 
 
@@ -167,6 +168,8 @@ def cmd_explain(args) -> int:
 
         entries = annotate(entries, profile, parse_version(args.host_libseccomp))
     if args.json:
+        import json
+
         json.dump([e.as_json() for e in entries], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
@@ -390,6 +393,8 @@ def cmd_install(args) -> int:
 
 def cmd_verify(args) -> int:
     """Prove libseccomp's program and the patched one against the profile; 3 when they differ."""
+    import json
+
     from .verify.profile import verify
 
     mode, emulate = _mode(args)
@@ -437,6 +442,8 @@ def cmd_inspect(args) -> int:
 
 def cmd_log(args) -> int:
     """The recent decisions of the hook and the wrapper, read back from where they were logged."""
+    import json
+
     from .integrations.log import entry_dict, read_recent
     from .integrations.settings import load_settings
 
@@ -653,13 +660,22 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Every command of build_parser, those with their texts above and the others.
+COMMANDS = (*_COMMANDS, "log", "verify", "cache", "help")
+
+
 def _add_command(sub, name: str) -> argparse.ArgumentParser:
     short, description, examples = _COMMANDS[name]
     return sub.add_parser(name, help=short, description=description, epilog=examples,
                           formatter_class=_FORMATTER)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with command only that command's (the same parser for a
+    command line that starts with it, built in a fraction of the time)."""
+    def want(name: str) -> bool:
+        return command is None or command == name
+
     p = argparse.ArgumentParser(prog="ocishim", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=_FORMATTER)
     p.add_argument("--version", action=_VersionAction,
@@ -699,206 +715,227 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a name neither libseccomp nor ocishim's table knows: "
                              "warn and skip it (default), or fail")
 
-    sp = _add_command(sub, "explain")
-    profile_args(sp)
-    sp.add_argument("syscalls", metavar="SYSCALL", nargs="*",
-                    help="only these syscalls: names, or numbers (any base); default: all")
-    sp.add_argument("--arch", metavar="ARCH",
-                    help="only this architecture of the filter (amd64, x86_64, arm64, i386...)")
-    sp.add_argument("--json", action="store_true",
-                    help="print a JSON list of {arch, name, nr, before, after} instead of a table")
-    sp.add_argument("--host-libseccomp", metavar="VERSION",
-                    help="also show what plain runc and crun answer on a host with this libseccomp "
-                         "(2.4.1, 2.5.4, 2.5.4-debian12, 2.6.0...; JSON keys runc and crun)")
-    mode_args(sp)
-    sp.set_defaults(func=cmd_explain)
+    if want("explain"):
+        sp = _add_command(sub, "explain")
+        profile_args(sp)
+        sp.add_argument("syscalls", metavar="SYSCALL", nargs="*",
+                        help="only these syscalls: names, or numbers (any base); default: all")
+        sp.add_argument("--arch", metavar="ARCH",
+                        help="only this architecture of the filter (amd64, x86_64, arm64, i386...)")
+        sp.add_argument("--json", action="store_true",
+                        help="print a JSON list of {arch, name, nr, before, after} instead of a table")
+        sp.add_argument("--host-libseccomp", metavar="VERSION",
+                        help="also show what plain runc and crun answer on a host with this libseccomp "
+                             "(2.4.1, 2.5.4, 2.5.4-debian12, 2.6.0...; JSON keys runc and crun)")
+        mode_args(sp)
+        sp.set_defaults(func=cmd_explain)
 
-    sp = _add_command(sub, "patch")
-    profile_args(sp)
-    mode_args(sp)
-    audit_args(sp)
-    sp.add_argument("--format", choices=("bpf", "base64", "disasm", "config"), default="bpf",
-                    help="bpf: raw filter (default); base64: for crun's annotation; disasm: "
-                         "a listing; config: the whole config.json rewritten for any runtime")
-    sp.add_argument("-o", "--output", metavar="FILE",
-                    help="write to FILE (replaced atomically) instead of stdout")
-    sp.set_defaults(func=cmd_patch)
+    if want("patch"):
+        sp = _add_command(sub, "patch")
+        profile_args(sp)
+        mode_args(sp)
+        audit_args(sp)
+        sp.add_argument("--format", choices=("bpf", "base64", "disasm", "config"), default="bpf",
+                        help="bpf: raw filter (default); base64: for crun's annotation; disasm: "
+                             "a listing; config: the whole config.json rewritten for any runtime")
+        sp.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE (replaced atomically) instead of stdout")
+        sp.set_defaults(func=cmd_patch)
 
-    sp = _add_command(sub, "exec")
-    profile_args(sp)
-    mode_args(sp)
-    audit_args(sp)
-    sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR before running CMD")
-    sp.add_argument("command", metavar="CMD", nargs="*",
-                    help="after --: the command and its arguments")
-    sp.set_defaults(func=cmd_exec)
+    if want("exec"):
+        sp = _add_command(sub, "exec")
+        profile_args(sp)
+        mode_args(sp)
+        audit_args(sp)
+        sp.add_argument("--rootfs", metavar="DIR", help="chroot into DIR before running CMD")
+        sp.add_argument("command", metavar="CMD", nargs="*",
+                        help="after --: the command and its arguments")
+        sp.set_defaults(func=cmd_exec)
 
-    sp = _add_command(sub, "run")
-    sp.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (config.json and rootfs)")
-    sp.add_argument("--runtime", default="crun",
-                    help="crun (default), runc, or the path of a runtime with runc's command line")
-    sp.add_argument("--id", help="container id (default: ocishim-<random>)")
-    sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
-                    help="a global flag for the runtime, repeatable, e.g. --runtime-arg=--root=/run/x")
-    mode_args(sp)
-    audit_args(sp)
-    sp.set_defaults(func=cmd_run)
+    if want("run"):
+        sp = _add_command(sub, "run")
+        sp.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (config.json and rootfs)")
+        sp.add_argument("--runtime", default="crun",
+                        help="crun (default), runc, or the path of a runtime with runc's command line")
+        sp.add_argument("--id", help="container id (default: ocishim-<random>)")
+        sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
+                        help="a global flag for the runtime, repeatable, e.g. --runtime-arg=--root=/run/x")
+        mode_args(sp)
+        audit_args(sp)
+        sp.set_defaults(func=cmd_run)
 
-    sp = _add_command(sub, "disasm")
-    sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
-    endian_arg(sp)
-    sp.set_defaults(func=cmd_disasm)
+    if want("disasm"):
+        sp = _add_command(sub, "disasm")
+        sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
+        endian_arg(sp)
+        sp.set_defaults(func=cmd_disasm)
 
-    sp = _add_command(sub, "emu")
-    sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
-    sp.add_argument("arch", metavar="ARCH",
-                    help="architecture: x86_64, amd64, aarch64, arm64, i386, SCMP_ARCH_ARM...")
-    sp.add_argument("syscall", metavar="SYSCALL", help="syscall name, or number (0 to 0xffffffff)")
-    sp.add_argument("args", metavar="ARG", nargs="*",
-                    help="up to 6 arguments, 64-bit integers in any base (-100, 0x28, 0o644, 0b10)")
-    sp.add_argument("--trace", action="store_true", help="also print each instruction executed")
-    endian_arg(sp)
-    sp.set_defaults(func=cmd_emu)
+    if want("emu"):
+        sp = _add_command(sub, "emu")
+        sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
+        sp.add_argument("arch", metavar="ARCH",
+                        help="architecture: x86_64, amd64, aarch64, arm64, i386, SCMP_ARCH_ARM...")
+        sp.add_argument("syscall", metavar="SYSCALL", help="syscall name, or number (0 to 0xffffffff)")
+        sp.add_argument("args", metavar="ARG", nargs="*",
+                        help="up to 6 arguments, 64-bit integers in any base (-100, 0x28, 0o644, 0b10)")
+        sp.add_argument("--trace", action="store_true", help="also print each instruction executed")
+        endian_arg(sp)
+        sp.set_defaults(func=cmd_emu)
 
-    sp = _add_command(sub, "convert")
-    sp.add_argument("profile", metavar="PROFILE", help="Docker-format profile (archMap, includes/excludes)")
-    sp.add_argument("--caps", metavar="CAP,...",
-                    help="the container's capabilities (default: Docker's default set)")
-    sp.add_argument("--kernel", metavar="X.Y",
-                    help="kernel version for minKernel conditions (default: the running kernel)")
-    sp.add_argument("--arch", metavar="ARCH",
-                    help="the engine's architecture (default: this host's): amd64, arm64, s390x...")
-    sp.add_argument("-o", "--output", metavar="FILE",
-                    help="write to FILE (replaced atomically) instead of stdout")
-    sp.set_defaults(func=cmd_convert)
+    if want("convert"):
+        sp = _add_command(sub, "convert")
+        sp.add_argument("profile", metavar="PROFILE", help="Docker-format profile (archMap, includes/excludes)")
+        sp.add_argument("--caps", metavar="CAP,...",
+                        help="the container's capabilities (default: Docker's default set)")
+        sp.add_argument("--kernel", metavar="X.Y",
+                        help="kernel version for minKernel conditions (default: the running kernel)")
+        sp.add_argument("--arch", metavar="ARCH",
+                        help="the engine's architecture (default: this host's): amd64, arm64, s390x...")
+        sp.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE (replaced atomically) instead of stdout")
+        sp.set_defaults(func=cmd_convert)
 
-    sp = _add_command(sub, "hook")
-    sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
-    sp.set_defaults(func=cmd_hook)
+    if want("hook"):
+        sp = _add_command(sub, "hook")
+        sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
+        sp.set_defaults(func=cmd_hook)
 
-    sp = _add_command(sub, "scan")
-    sp.add_argument("rootfs", metavar="ROOTFS",
-                    help="root file system directory, OCI image layout, or docker/podman save archive")
-    sp.add_argument("profile", metavar="PROFILE", nargs="?",
-                    help="bundle, config.json, linux.seccomp or Docker profile (default: Docker's default)")
-    sp.add_argument("--caps", metavar="CAP,...",
-                    help="capabilities for a Docker profile's includes/excludes (default: Docker's default set)")
-    sp.add_argument("--kernel", metavar="X.Y",
-                    help="kernel version for a Docker profile's minKernel (default: the running kernel)")
-    sp.add_argument("--runtime", default="runc", help="the plain runtime to compare with: runc (default) or crun")
-    sp.add_argument("--host-libseccomp", metavar="VERSION",
-                    help="the plain runtime's libseccomp, as on another host (default: this host's)")
-    sp.add_argument("--json", action="store_true",
-                    help="print {libc, machines, findings: [{arch, syscall, function, before, after, "
-                         "breaks_before, breaks_after}]}")
-    mode_args(sp)
-    sp.set_defaults(func=cmd_scan)
+    if want("scan"):
+        sp = _add_command(sub, "scan")
+        sp.add_argument("rootfs", metavar="ROOTFS",
+                        help="root file system directory, OCI image layout, or docker/podman save archive")
+        sp.add_argument("profile", metavar="PROFILE", nargs="?",
+                        help="bundle, config.json, linux.seccomp or Docker profile (default: Docker's default)")
+        sp.add_argument("--caps", metavar="CAP,...",
+                        help="capabilities for a Docker profile's includes/excludes "
+                             "(default: Docker's default set)")
+        sp.add_argument("--kernel", metavar="X.Y",
+                        help="kernel version for a Docker profile's minKernel (default: the running kernel)")
+        sp.add_argument("--runtime", default="runc",
+                        help="the plain runtime to compare with: runc (default) or crun")
+        sp.add_argument("--host-libseccomp", metavar="VERSION",
+                        help="the plain runtime's libseccomp, as on another host (default: this host's)")
+        sp.add_argument("--json", action="store_true",
+                        help="print {libc, machines, findings: [{arch, syscall, function, before, after, "
+                             "breaks_before, breaks_after}]}")
+        mode_args(sp)
+        sp.set_defaults(func=cmd_scan)
 
-    sp = _add_command(sub, "doctor")
-    sp.add_argument("--profile", metavar="FILE",
-                    help="also list the names of this profile the libseccomp here cannot name")
-    sp.add_argument("--json", action="store_true",
-                    help="print {kernel, libseccomp, runtimes, cgroup, hook, wrapper} as JSON")
-    sp.set_defaults(func=cmd_doctor)
+    if want("doctor"):
+        sp = _add_command(sub, "doctor")
+        sp.add_argument("--profile", metavar="FILE",
+                        help="also list the names of this profile the libseccomp here cannot name")
+        sp.add_argument("--json", action="store_true",
+                        help="print {kernel, libseccomp, runtimes, cgroup, hook, wrapper} as JSON")
+        sp.set_defaults(func=cmd_doctor)
 
-    sp = _add_command(sub, "inspect")
-    sp.add_argument("target", metavar="PID|CONTAINER-ID",
-                    help="a process id, or a container id (or a unique prefix of one)")
-    sp.add_argument("--root", action="append", default=[], metavar="DIR",
-                    help="also look for containers in this runtime state directory (repeatable)")
-    sp.add_argument("--json", action="store_true",
-                    help='print {"pid", "filters": [{"index", "length", "stub", "enosys", "matches"}]}')
-    sp.add_argument("--disasm", action="store_true", help="also print each filter's instructions")
-    sp.set_defaults(func=cmd_inspect)
+    if want("inspect"):
+        sp = _add_command(sub, "inspect")
+        sp.add_argument("target", metavar="PID|CONTAINER-ID",
+                        help="a process id, or a container id (or a unique prefix of one)")
+        sp.add_argument("--root", action="append", default=[], metavar="DIR",
+                        help="also look for containers in this runtime state directory (repeatable)")
+        sp.add_argument("--json", action="store_true",
+                        help='print {"pid", "filters": [{"index", "length", "stub", "enosys", "matches"}]}')
+        sp.add_argument("--disasm", action="store_true", help="also print each filter's instructions")
+        sp.set_defaults(func=cmd_inspect)
 
-    sp = _add_command(sub, "install")
-    sp.add_argument("what", choices=("podman-hook", "containerd", "docker", "crio"),
-                    help="the engine to wire ocishim into")
-    sp.add_argument("--dry-run", action="store_true",
-                    help="print the change as a unified diff and write nothing")
-    sp.add_argument("--file", metavar="FILE",
-                    help="the engine's config file (default: /etc/containerd/config.toml, "
-                         "/etc/docker/daemon.json, /etc/crio/crio.conf.d/10-ocishim.conf)")
-    sp.add_argument("--dir", metavar="DIR",
-                    help="podman-hook: the hooks directory (default: /etc/containers/oci/hooks.d; "
-                         "give podman its own with --hooks-dir, CRI-O does not know precreate)")
-    sp.add_argument("--ocishim", metavar="PATH",
-                    help="absolute path of ocishim (default: the path this one was started from)")
-    sp.add_argument("--wrapper", metavar="PATH",
-                    help="absolute path of ocishim-runtime (default: beside ocishim)")
-    sp.add_argument("--config", metavar="FILE",
-                    help="ocishim's settings file, which must exist: the hook's OCISHIM_CONFIG, "
-                         "Docker's runtimeArgs (default: /etc/ocishim/config.json)")
-    sp.add_argument("--name", default="ocishim",
-                    help="the runtime's name in the engine (default: ocishim)")
-    sp.set_defaults(func=cmd_install)
+    if want("install"):
+        sp = _add_command(sub, "install")
+        sp.add_argument("what", choices=("podman-hook", "containerd", "docker", "crio"),
+                        help="the engine to wire ocishim into")
+        sp.add_argument("--dry-run", action="store_true",
+                        help="print the change as a unified diff and write nothing")
+        sp.add_argument("--file", metavar="FILE",
+                        help="the engine's config file (default: /etc/containerd/config.toml, "
+                             "/etc/docker/daemon.json, /etc/crio/crio.conf.d/10-ocishim.conf)")
+        sp.add_argument("--dir", metavar="DIR",
+                        help="podman-hook: the hooks directory (default: /etc/containers/oci/hooks.d; "
+                             "give podman its own with --hooks-dir, CRI-O does not know precreate)")
+        sp.add_argument("--ocishim", metavar="PATH",
+                        help="absolute path of ocishim (default: the path this one was started from)")
+        sp.add_argument("--wrapper", metavar="PATH",
+                        help="absolute path of ocishim-runtime (default: beside ocishim)")
+        sp.add_argument("--config", metavar="FILE",
+                        help="ocishim's settings file, which must exist: the hook's OCISHIM_CONFIG, "
+                             "Docker's runtimeArgs (default: /etc/ocishim/config.json)")
+        sp.add_argument("--name", default="ocishim",
+                        help="the runtime's name in the engine (default: ocishim)")
+        sp.set_defaults(func=cmd_install)
 
-    sp = sub.add_parser(
-        "log", help="show the recent decisions and refusals of the hook and the wrapper",
-        description="Read back what `ocishim hook` and `ocishim-runtime` logged: the settings'\n"
-                    "log file, else the journal (journalctl -t ocishim) or the syslog files,\n"
-                    "and /var/log/ocishim.log. Newest last.",
-        epilog="examples:\n  ocishim log\n  ocishim log -n 100 --json\n"
-               "  ocishim log --file /var/log/ocishim.log.1",
-        formatter_class=_FORMATTER)
-    sp.add_argument("-n", "--lines", type=int, default=20, metavar="N",
-                    help="how many entries (default: 20)")
-    sp.add_argument("--json", action="store_true",
-                    help="print a JSON list of {time, pid, level, message, source}")
-    sp.add_argument("--file", action="append", metavar="FILE",
-                    help="read this log file instead (repeatable)")
-    sp.set_defaults(func=cmd_log)
+    if want("log"):
+        sp = sub.add_parser(
+            "log", help="show the recent decisions and refusals of the hook and the wrapper",
+            description="Read back what `ocishim hook` and `ocishim-runtime` logged: the settings'\n"
+                        "log file, else the journal (journalctl -t ocishim) or the syslog files,\n"
+                        "and /var/log/ocishim.log. Newest last.",
+            epilog="examples:\n  ocishim log\n  ocishim log -n 100 --json\n"
+                   "  ocishim log --file /var/log/ocishim.log.1",
+            formatter_class=_FORMATTER)
+        sp.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                        help="how many entries (default: 20)")
+        sp.add_argument("--json", action="store_true",
+                        help="print a JSON list of {time, pid, level, message, source}")
+        sp.add_argument("--file", action="append", metavar="FILE",
+                        help="read this log file instead (repeatable)")
+        sp.set_defaults(func=cmd_log)
 
-    sp = sub.add_parser(
-        "verify", help="prove the filters against the profile, for every arch, syscall and argument",
-        description="Walk libseccomp's program and the patched program over all of seccomp_data\n"
-                    "(every arch, syscall number and argument value, in exact regions) and compare:\n"
-                    "  libseccomp vs profile: libseccomp's program against the profile's meaning;\n"
-                    "  patched vs rule 1: ENOSYS inside E(A), the unpatched answers elsewhere;\n"
-                    "  program vs profile (--program FILE): a raw filter from elsewhere against\n"
-                    "    the meaning, ENOSYS inside E(A) of --enosys (off: none).\n"
-                    "Each difference is printed with a witness (arch, syscall, arguments) that the\n"
-                    "emulator confirms. [known: ...] marks differences ocishim repairs (rules of\n"
-                    "names the host libseccomp lacks). Exit status: 0 all agree, 3 differences or\n"
-                    "places the checker cannot decide, 2 bad input (or an instruction it cannot follow).",
-        epilog="examples:\n  ocishim verify docker-default.json\n"
-               "  ocishim verify ./bundle --json\n  ocishim verify config.json --program dumped.bpf --enosys off",
-        formatter_class=_FORMATTER)
-    profile_args(sp)
-    mode_args(sp)
-    sp.add_argument("--program", metavar="FILE", help="also check this raw filter (or - for stdin)")
-    endian_arg(sp)
-    sp.add_argument("--json", action="store_true",
-                    help="print a JSON list of {check, agrees, differences, undecided} instead")
-    sp.set_defaults(func=cmd_verify)
+    if want("verify"):
+        sp = sub.add_parser(
+            "verify", help="prove the filters against the profile, for every arch, syscall and argument",
+            description="Walk libseccomp's program and the patched program over all of seccomp_data\n"
+                        "(every arch, syscall number and argument value, in exact regions) and compare:\n"
+                        "  libseccomp vs profile: libseccomp's program against the profile's meaning;\n"
+                        "  patched vs rule 1: ENOSYS inside E(A), the unpatched answers elsewhere;\n"
+                        "  program vs profile (--program FILE): a raw filter from elsewhere against\n"
+                        "    the meaning, ENOSYS inside E(A) of --enosys (off: none).\n"
+                        "Each difference is printed with a witness (arch, syscall, arguments) that the\n"
+                        "emulator confirms. [known: ...] marks differences ocishim repairs (rules of\n"
+                        "names the host libseccomp lacks). Exit status: 0 all agree, 3 differences or\n"
+                        "places the checker cannot decide, 2 bad input (or an instruction it cannot follow).",
+            epilog="examples:\n  ocishim verify docker-default.json\n"
+                   "  ocishim verify ./bundle --json\n"
+                   "  ocishim verify config.json --program dumped.bpf --enosys off",
+            formatter_class=_FORMATTER)
+        profile_args(sp)
+        mode_args(sp)
+        sp.add_argument("--program", metavar="FILE", help="also check this raw filter (or - for stdin)")
+        endian_arg(sp)
+        sp.add_argument("--json", action="store_true",
+                        help="print a JSON list of {check, agrees, differences, undecided} instead")
+        sp.set_defaults(func=cmd_verify)
 
-    sp = _add_command(sub, "agent")
-    sp.add_argument("--socket", metavar="PATH",
-                    help="the socket runtimes send listener fds to (listenerPath); created 0600 "
-                         "in a root-only directory")
-    sp.add_argument("--log", metavar="FILE", default="-",
-                    help="where events go: a file (appended) or - for stdout (default)")
-    sp.add_argument("--json", action="store_true", help="one JSON object a line (what --summary reads)")
-    sp.add_argument("--summary", metavar="LOG",
-                    help="print, per container, the refused syscalls of a JSON log and exit")
-    sp.set_defaults(func=cmd_agent)
+    if want("agent"):
+        sp = _add_command(sub, "agent")
+        sp.add_argument("--socket", metavar="PATH",
+                        help="the socket runtimes send listener fds to (listenerPath); created 0600 "
+                             "in a root-only directory")
+        sp.add_argument("--log", metavar="FILE", default="-",
+                        help="where events go: a file (appended) or - for stdout (default)")
+        sp.add_argument("--json", action="store_true", help="one JSON object a line (what --summary reads)")
+        sp.add_argument("--summary", metavar="LOG",
+                        help="print, per container, the refused syscalls of a JSON log and exit")
+        sp.set_defaults(func=cmd_agent)
 
-    sp = sub.add_parser(
-        "cache", help="show or empty the compiled-filter cache of the hook, the wrapper and run",
-        description="The hook, ocishim-runtime and `ocishim run` keep each filter they build in a\n"
-                    "root-only directory (default /var/cache/ocishim, where it exists; \"cache\" in the\n"
-                    "settings or $OCISHIM_CACHE moves it or turns it off) and reuse it for the same profile,\n"
-                    "settings, syscall table, libseccomp and ocishim. stats prints the directory, its\n"
-                    "entries and size; clear removes every entry.",
-        epilog="examples:\n  ocishim cache stats\n  ocishim cache clear",
-        formatter_class=_FORMATTER)
-    sp.add_argument("action", choices=("stats", "clear"), help="stats or clear")
-    sp.set_defaults(func=cmd_cache)
+    if want("cache"):
+        sp = sub.add_parser(
+            "cache", help="show or empty the compiled-filter cache of the hook, the wrapper and run",
+            description="The hook, ocishim-runtime and `ocishim run` keep each filter they build in a\n"
+                        "root-only directory (default /var/cache/ocishim, where it exists; \"cache\" in the\n"
+                        "settings or $OCISHIM_CACHE moves it or turns it off) and reuse it for the same "
+                        "profile,\n"
+                        "settings, syscall table, libseccomp and ocishim. stats prints the directory, its\n"
+                        "entries and size; clear removes every entry.",
+            epilog="examples:\n  ocishim cache stats\n  ocishim cache clear",
+            formatter_class=_FORMATTER)
+        sp.add_argument("action", choices=("stats", "clear"), help="stats or clear")
+        sp.set_defaults(func=cmd_cache)
 
-    sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
-                        formatter_class=_FORMATTER)
-    sp.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
-    sp.set_defaults(func=lambda args: _cmd_help(p, sub, args))
+    if want("help"):
+        sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
+                            formatter_class=_FORMATTER)
+        sp.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
+        sp.set_defaults(func=lambda args: _cmd_help(p, sub, args))
     return p
 
 
@@ -937,7 +974,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["hook", "precreate"]:
         return _hook_precreate()  # once per container: no parser, no libseccomp binding
-    parser = build_parser()
+    # A command line that starts with a command needs only that command's parser; help
+    # needs them all.
+    first = argv[0] if argv and argv[0] in COMMANDS and argv[0] != "help" else None
+    parser = build_parser(first)
     command: list[str] | None = None
     if "exec" in argv and "--" in argv[argv.index("exec"):]:
         # Everything after `--` is the command, options included.
@@ -972,6 +1012,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = " ".join(str(exc).split())  # one line, whatever the exception carries
         print(f"ocishim: internal error: {type(exc).__name__}: {text}", file=sys.stderr)
         if os.environ.get("OCISHIM_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         return 1
 

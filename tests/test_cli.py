@@ -104,3 +104,34 @@ def test_disasm_of_garbage_is_a_clear_error(tmp_path):
     assert p.returncode == 2 and b"multiple of 8" in p.stderr
     p = ocishim("disasm", tmp_path / "missing", check=False)
     assert p.returncode == 2 and b"missing" in p.stderr
+
+
+def _commands(parser) -> dict:
+    import argparse
+
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_one_command_parser_is_that_command_of_the_whole_parser():
+    """main builds only the parser of the command a line starts with: the same options,
+    defaults and help as in the whole parser, which holds every name of COMMANDS."""
+    from ocishim import cli
+
+    whole = _commands(cli.build_parser())
+    assert sorted(whole) == sorted(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        alone = _commands(cli.build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == whole[name].format_help(), name
+        assert _options(alone[name]) == _options(whole[name]), name
+
+
+def _options(parser) -> list:
+    return [(a.option_strings, a.dest, a.default, a.nargs, a.choices, a.required)
+            for a in parser._actions] + sorted(parser._defaults)
+
+
+def test_run_usage_errors_name_the_command():
+    proc = ocishim("run", check=False)
+    assert proc.returncode == 2
+    assert b"usage: ocishim run" in proc.stderr and b"BUNDLE" in proc.stderr

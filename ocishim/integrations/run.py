@@ -19,25 +19,30 @@ temporary directory. The bundle keeps the meaning the runtime would give it in p
 stdio is the container's; SIGINT/SIGTERM/SIGHUP/SIGQUIT are passed on to the runtime,
 which passes them to the container; the container is deleted afterwards, and the exit
 code is the container's.
+
+Start-up is part of every run (issue 11: with a compiled-filter cache hit, at most 1.5x
+`runc run`), so this module imports no more than it uses: processes are started with
+os.posix_spawn, not subprocess (which brings selectors, threading and contextlib); the
+private directory is made and removed with os calls, not tempfile and shutil (random,
+fnmatch, bz2, lzma); Prepared is a plain class, not a dataclass. The runtime's
+`--version` runs while the config is read and rewritten.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import posixpath
-import shutil
 import signal
-import subprocess
-import tempfile
-import uuid
-from dataclasses import dataclass
-from typing import Any, Sequence
+import sys
 
 from ..errors import ProfileError, SystemFailure, UsageError
-from ..patch import Mode, Version
-from ..profile import load
-from ..profile.jsontext import dumps
+
+TYPE_CHECKING = False  # typing costs every run a few ms: its names are for the checker only
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from ..modes import Mode, Version
 
 KNOWN_RUNTIMES = ("crun", "runc")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -48,27 +53,137 @@ BIND_OPTIONS = ("bind", "rbind")  # the options that set MS_BIND in runc's specc
 SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be connected to
 
 
+# Python starts with SIGPIPE and SIGXFSZ ignored; a child gets them back at their
+# defaults, as subprocess's restore_signals gives them.
+_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
+PROBE_TIMEOUT = 30.0  # seconds for `RUNTIME --version`
+# `runc run` (1.1.5) deletes its container on every way out but its own death by a
+# signal (run's destroy on success and on failure); so the delete afterwards, a whole
+# runtime start, is left out for it when it exits. Other runtimes always get one.
+SELF_DELETING = ("runc",)
+
+
 def find_runtime(name: str) -> str:
     """A runtime by name (crun, runc) or path; a clear error when it is not there."""
     if os.sep in name:
         if not (os.path.isfile(name) and os.access(name, os.X_OK)):
             raise UsageError("--runtime", f"{name} is not an executable file")
         return name
-    path = shutil.which(name)
+    path = _which(name)
     if path is None:
         known = ", ".join(KNOWN_RUNTIMES)
         raise UsageError("--runtime", f"runtime {name!r} not found in PATH (known: {known}, or a path)")
     return path
 
 
+def _which(name: str) -> str | None:
+    """shutil.which(name) for a name without a slash, without importing shutil."""
+    path = os.environ.get("PATH")
+    if path is None:
+        try:
+            path = os.confstr("CS_PATH") or os.defpath
+        except (AttributeError, ValueError):
+            path = os.defpath
+    for directory in dict.fromkeys(path.split(os.pathsep)) if path else ():
+        candidate = os.path.join(directory, name)
+        if os.path.exists(candidate) and os.access(candidate, os.F_OK | os.X_OK) \
+                and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def _spawn(argv: Sequence[str], stdin: int | None = None, stdout: int | None = None,
+           stderr: int | None = None) -> int:
+    """Start argv[0] (a path) with our environment, fds 0-2 replaced where given; its pid.
+
+    An OSError when it cannot be started, as subprocess raises it.
+    """
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target)
+               for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)) if fd is not None]
+    return os.posix_spawn(argv[0], list(argv), os.environ, file_actions=actions,
+                          setsigdef=_RESTORED)
+
+
+def _wait(pid: int) -> int:
+    """pid's exit code as subprocess gives it: -N for a death by signal N."""
+    try:
+        _, status = os.waitpid(pid, 0)  # retried after a forwarded signal (PEP 475)
+    except ChildProcessError:  # SIGCHLD ignored by whoever started us: reaped already
+        return 0
+    return os.waitstatus_to_exitcode(status)
+
+
+def _quietly(argv: Sequence[str]) -> int:
+    """Run argv to its end, its output to /dev/null (stdin ours); its exit code."""
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        pid = _spawn(argv, stdout=null, stderr=null)
+    finally:
+        os.close(null)
+    return _wait(pid)
+
+
+class _Probe:
+    """`RUNTIME --version`, started at once and read when its answer is needed, so that
+    the runtime's start-up overlaps with reading and rewriting the config."""
+
+    __slots__ = ("pid", "fd")
+
+    def __init__(self, binary: str) -> None:
+        self.pid: int | None = None
+        self.fd: int | None = None
+        read_end, write_end = os.pipe()
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.pid = _spawn([binary, "--version"], stdin=null, stdout=write_end, stderr=null)
+            self.fd = read_end
+        except OSError:
+            os.close(read_end)  # then it gets the portable temporary bundle, which any runtime reads
+        finally:
+            os.close(write_end)
+            os.close(null)
+
+    def kind(self) -> str | None:
+        """crun or runc, as the output's first word says (within PROBE_TIMEOUT), else None;
+        reaps the probe."""
+        import select
+        import time
+
+        if self.fd is None:
+            return None
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    return None  # hung: killed below, as subprocess.run's timeout does
+                data = os.read(self.fd, 65536)
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            self.close()
+        text = b"".join(chunks).decode(errors="replace")
+        return next((k for k in KNOWN_RUNTIMES if text.startswith(f"{k} version")), None)
+
+    def close(self) -> None:
+        """Stop and reap the probe if it still runs (a bundle that failed meanwhile)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # exited, not yet reaped: waited for below
+                pass
+            _wait(self.pid)
+            self.pid = None
+
+
 def is_crun(binary: str) -> bool:
     """Whether the runtime is crun (which takes --config), asked by its --version."""
-    try:
-        out = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, errors="replace", timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False  # then it gets the portable temporary bundle, which any runtime reads
-    return out.startswith("crun version")
+    return _Probe(binary).kind() == "crun"
 
 
 def bundle_dir(bundle: str) -> str:
@@ -78,12 +193,19 @@ def bundle_dir(bundle: str) -> str:
     return os.path.dirname(bundle) or "."
 
 
-@dataclass(frozen=True)
 class Prepared:
-    """The private directory to remove afterwards, and how the runtime is told of the bundle."""
+    """The private directory to remove afterwards, and how the runtime is told of the bundle.
 
-    tmp: str
-    run_args: tuple[str, ...]  # what goes between `run` and the container id
+    A plain class: a dataclass costs `ocishim run` the dataclasses module."""
+
+    __slots__ = ("tmp", "run_args")
+
+    def __init__(self, tmp: str, run_args: tuple[str, ...]) -> None:
+        self.tmp = tmp
+        self.run_args = run_args  # what goes between `run` and the container id
+
+    def __repr__(self) -> str:
+        return f"Prepared(tmp={self.tmp!r}, run_args={self.run_args!r})"
 
 
 def _go_clean(path: str) -> str:
@@ -157,8 +279,6 @@ def _rewrite_cached(config: dict[str, Any], source: str, mode: Mode, emulate: Ve
                     unknown_fail: bool):
     """rewrite() with the command line's settings, through the compiled-filter cache:
     $OCISHIM_CACHE, else the system's cache directory when run as root."""
-    import sys
-
     from .. import filtercache
     from .settings import Settings
 
@@ -192,37 +312,117 @@ def _notes(result) -> tuple[str, ...]:
     return tuple(patched.notes) if patched is not None else ()
 
 
-def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
-                   crun: bool = False, audit_socket: str | None = None) -> Prepared:
-    """Write the patched config into a new private directory; how to run it."""
-    loaded = load(bundle)
-    if loaded.config is None:
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def read_bundle(bundle: str) -> tuple[dict[str, Any], str]:
+    """The bundle's config.json (BUNDLE is its directory or the file), decoded by
+    profile.parse's rules, and its path.
+
+    Only decoded here: the rewrite checks the whole config (rule 11) and parses the
+    profile, or on a cache hit checks what lies outside the cached profile.
+    """
+    from ..profile.parse import detect, read_json
+
+    source = bundle
+    if os.path.isdir(bundle):
+        source = os.path.join(bundle, "config.json")
+        if not os.path.lexists(source):
+            raise ProfileError(bundle, "bundle directory has no config.json")
+    config = read_json(source)
+    if not isinstance(config, dict):
+        raise ProfileError(source, "expected a JSON object at the top level, got "
+                                   f"{_JSON_KINDS.get(type(config), 'something else')}")
+    if source == bundle and detect(config) != "config":
         raise UsageError(bundle, "ocishim run takes a bundle directory or its config.json")
-    directory = bundle_dir(bundle)
+    return config, source
+
+
+def patched_config(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
+                   audit_socket: str | None = None) -> dict[str, Any]:
+    """The bundle's config rewritten for every runtime (the rewrite's notes on stderr)."""
+    config, source = read_bundle(bundle)
     if audit_socket is not None:
-        result = _rewrite_audited(loaded.config, loaded.source, mode, emulate, unknown_fail, audit_socket)
+        result = _rewrite_audited(config, source, mode, emulate, unknown_fail, audit_socket)
     else:
-        result = _rewrite_cached(loaded.config, loaded.source, mode, emulate, unknown_fail)
-    config = result.config if result.config is not None else loaded.config
+        result = _rewrite_cached(config, source, mode, emulate, unknown_fail)
+    if result.config is not None:
+        config = result.config
     for note in _notes(result):
         print(f"ocishim: {note}", file=sys.stderr)
     root = config.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str):
         raise ProfileError("root.path", "a bundle needs root.path (a string)")
+    return config
+
+
+def _private_dir(prefix: str) -> str:
+    """tempfile.mkdtemp(prefix=prefix) without importing tempfile: a new directory, 0700,
+    in $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp or the working directory, the first
+    where one can be made."""
+    candidates = [os.environ[name] for name in ("TMPDIR", "TEMP", "TMP") if os.environ.get(name)]
+    candidates += ["/tmp", "/var/tmp", "/usr/tmp"]
+    try:
+        candidates.append(os.getcwd())
+    except OSError:
+        candidates.append(os.curdir)
+    problem: OSError | None = None
+    for base in candidates:
+        for _ in range(100):
+            path = os.path.abspath(os.path.join(base, prefix + os.urandom(6).hex()))
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                problem = problem or exc
+                break
+    where = problem.filename if problem and isinstance(problem.filename, str) else candidates[0]
+    raise SystemFailure(where, "cannot make the temporary bundle: "
+                               f"{problem.strerror if problem else 'no usable directory'}")
+
+
+def _remove(tmp: str) -> None:
+    """shutil.rmtree(tmp, ignore_errors=True), without shutil for what ocishim put there
+    (config.json and symlinks); anything else (a hook's own files) goes through shutil."""
+    try:
+        with os.scandir(tmp) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    raise IsADirectoryError(entry.path)
+                os.unlink(entry.path)
+        os.rmdir(tmp)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bundle(config: dict[str, Any], directory: str, crun: bool) -> Prepared:
+    """Put the patched config into a new private directory; how to run it.
+
+    For runc (crun=False) the paths runc resolves against its bundle are made absolute
+    first, and the directory gets a symlink to each entry of the original.
+    """
+    from ..profile.jsontext import dumps
+
     try:
         if not crun:
             resolve_like_runc(config, directory)
     except OSError as exc:
         raise SystemFailure(directory, f"cannot resolve the bundle directory: {exc.strerror}") from None
-    tmp = tempfile.mkdtemp(prefix="ocishim-bundle-")
+    text = dumps(config)
+    tmp = _private_dir("ocishim-bundle-")
     config_path = os.path.join(tmp, "config.json")
     try:
         with open(config_path, "x") as f:
-            f.write(dumps(config))
+            f.write(text)
         if not crun:
             _link_entries(directory, tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         where = exc.filename if isinstance(exc.filename, str) else tmp
         raise SystemFailure(where, f"cannot make the temporary bundle: {exc.strerror}") from None
     if crun:
@@ -230,64 +430,86 @@ def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
     return Prepared(tmp, ("--bundle", tmp))
 
 
+def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
+                   crun: bool = False, audit_socket: str | None = None) -> Prepared:
+    """Write the patched config into a new private directory; how to run it."""
+    config = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
+    return write_bundle(config, bundle_dir(bundle), crun)
+
+
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
-        mode: Mode = Mode("unnamed"), emulate: Version | None = None,
+        mode: Mode | None = None, emulate: Version | None = None,
         runtime_args: Sequence[str] = (), unknown_fail: bool = False,
         audit_socket: str | None = None) -> int:
-    """Run the bundle with the runtime; returns the container's exit code."""
+    """Run the bundle with the runtime; returns the container's exit code.
+
+    mode: the --enosys mode, unnamed when None."""
+    if mode is None:
+        from ..modes import Mode
+
+        mode = Mode("unnamed")
     binary = find_runtime(runtime)
-    cid = container_id or f"ocishim-{uuid.uuid4().hex[:12]}"
+    cid = container_id or f"ocishim-{os.urandom(6).hex()}"
     base = [binary, *runtime_args]
     # The delete below would remove a container of that name that is not ours.
     if container_id is not None and _exists(base, cid):
         raise UsageError("--id", f"a container {cid!r} already exists ({binary} state {cid})")
-    proc: subprocess.Popen | None = None
+    child: int | None = None
+    running = deleted = False
     pending: list[int] = []
     previous = {}
 
     def forward(signum, _frame):
-        if proc is None:
+        if child is None:
             pending.append(signum)  # before the runtime starts: do not start it
-        elif proc.poll() is None:
-            proc.send_signal(signum)
+        elif running:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:  # reaped a moment ago
+                pass
 
     # Handlers first, so that a signal cannot end this process between creating the
     # temporary bundle and removing it.
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, forward)
-    crun = is_crun(binary)
+    probe: _Probe | None = None
+    kind: str | None = None
     tmp: str | None = None
     try:
-        prepared = prepare_bundle(bundle, mode, emulate, unknown_fail, crun, audit_socket)
+        probe = _Probe(binary)
+        config = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
+        kind = probe.kind()
+        prepared = write_bundle(config, bundle_dir(bundle), kind == "crun")
         tmp = prepared.tmp
         if pending:
             return 128 + pending[0]
-        proc = subprocess.Popen(base + ["run", *prepared.run_args, cid])
-        if pending:  # arrived while Popen ran, when proc was still None
-            proc.send_signal(pending[0])
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except InterruptedError:
-                continue
+        child = _spawn(base + ["run", *prepared.run_args, cid])
+        running = True
+        if pending:  # arrived while the runtime was being started, when child was still None
+            os.kill(child, pending[0])
+        code = _wait(child)
+        running = False
+        deleted = code >= 0 and kind in SELF_DELETING  # by the runtime itself
         return code if code >= 0 else 128 - code
     except OSError as exc:
         raise SystemFailure(binary, f"cannot start the runtime: {exc.strerror}") from None
     finally:
+        if probe is not None:
+            probe.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if proc is not None:
-            subprocess.run(base + ["delete", "--force", cid], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+        if child is not None and not deleted:
+            try:
+                _quietly([*base, "delete", "--force", cid])
+            except OSError:
+                pass
         if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
 
 
 def _exists(base: Sequence[str], cid: str) -> bool:
     """Whether the runtime (with its global flags) has a container of this id."""
     try:
-        return subprocess.run([*base, "state", cid], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL).returncode == 0
+        return _quietly([*base, "state", cid]) == 0
     except OSError as exc:
         raise SystemFailure(base[0], f"cannot start the runtime: {exc.strerror}") from None
