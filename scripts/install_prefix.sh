@@ -27,13 +27,17 @@ rm -rf "$lib/ocishim"
 git ls-files -z --cached --others --exclude-standard ocishim | while IFS= read -r -d '' f; do
 	[ -f "$f" ] && install -D -m 0644 "$f" "$lib/$f"
 done
-launcher() {  # NAME MODULE
-	printf '#!%s -I\nimport sys\nsys.path.insert(0, %s)\nfrom %s import main\nsys.exit(main())\n' \
-		"$python" "'$prefix/lib/ocishim'" "$2" > "$root/bin/$1"
+launcher() {  # NAME MODULE FLAGS
+	printf '#!%s %s\nimport sys\nsys.path.insert(0, %s)\nfrom %s import main\nsys.exit(main())\n' \
+		"$python" "$3" "'$prefix/lib/ocishim'" "$2" > "$root/bin/$1"
 	chmod 0755 "$root/bin/$1"
 }
-launcher ocishim ocishim.cli
-launcher ocishim-runtime ocishim.runtime
+launcher ocishim ocishim.cli -I
+# Without site as well (-IS, one word: the kernel hands a #! line's flags over as one
+# argument): a pass-through (four of containerd's five calls per container) needs only
+# this package; create, run and --ocishim-version run site's set-up themselves
+# (ocishim/integrations/wrapper.py), for the distribution's binding.
+launcher ocishim-runtime ocishim.runtime -IS
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 "$python" scripts/gen_man.py "$gen"

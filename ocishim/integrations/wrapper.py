@@ -7,9 +7,10 @@ arguments unchanged. Every other command (state, start, kill, delete, exec, feat
 
 Pass-through is decided from argv alone and never depends on the settings file: a
 broken, missing or untrusted settings file must not stop `kill`, `delete` or `state`,
-or containers could not even be cleaned up. That path imports nothing but the standard
-library and ocishim.errors (no libseccomp, no profile code), so it costs little more
-than starting Python. Only `create` and `run` read the settings and patch.
+or containers could not even be cleaned up. That path imports nothing but os and sys
+(ocishim.errors on a failure; ocishim.files to read a settings file that exists, and
+json only where that file could name a runtime), so it costs little more than starting
+Python. Only `create` and `run` read the settings and patch.
 
 During `create` stdio belongs to the container: nothing is printed or read; errors,
 expected or not, go to the --log file as one line (JSON when --log-format is json,
@@ -17,18 +18,18 @@ runc's format), and to stderr only when there is no --log. The wrapper always ex
 on a failure, as runc does; containerd shows the log line in its error.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
+# Annotations are evaluated (no `from __future__ import annotations`: the __future__
+# module is one more import), so the checker's names are written as strings.
 TYPE_CHECKING = False  # typing, collections.abc and contextlib cost pass-through 2-10 ms
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-# Only ocishim.errors from the package: it imports nothing, and the pass-through path
-# must not pay for (or break on) the pipeline. Everything else is imported in _patch.
-from ..errors import OcishimError, UsageError
+# Nothing from the package at import time, not even ocishim.errors: the pass-through
+# path must not pay for (or break on) the pipeline. ocishim.errors is imported where an
+# error is raised or caught; everything else in _patch.
 
 # Global flags of runc and crun that take a value; every other global flag is a switch.
 VALUE_FLAGS = frozenset({"--log", "--log-format", "--root", "--criu", "--rootless",
@@ -81,7 +82,7 @@ class Invocation:
         return self.error is not None and any(a in PATCHED_COMMANDS for a in self.argv)
 
 
-def parse(argv: Sequence[str]) -> Invocation:
+def parse(argv: "Sequence[str]") -> Invocation:
     """Split a runc command line into global flags, the command and its arguments.
 
     A malformed line gives an Invocation whose `error` says why, with what was parsed
@@ -148,7 +149,9 @@ _CRUN_LONG = {"bundle": True, "config": True, "console-socket": True, "preserve-
 _CRUN_SHORT = {"b": "bundle", "f": "config", "d": "detach"}
 
 
-def _runc_reads(rest: Sequence[str]) -> tuple[str | None, str | None]:
+def _runc_reads(rest: "Sequence[str]") -> tuple[str | None, str | None]:
+    from ..errors import UsageError
+
     bundle = None
     i = 0
     while i < len(rest):
@@ -172,7 +175,9 @@ def _runc_reads(rest: Sequence[str]) -> tuple[str | None, str | None]:
     return bundle, None
 
 
-def _crun_reads(rest: Sequence[str]) -> tuple[str | None, str | None]:
+def _crun_reads(rest: "Sequence[str]") -> tuple[str | None, str | None]:
+    from ..errors import UsageError
+
     found: dict[str, str] = {}
     i = 0
     while i < len(rest):
@@ -225,6 +230,8 @@ def config_of(inv: Invocation, kind: str) -> str:
     command line that runc and crun would read differently is refused: ocishim must
     patch the file the runtime loads, or a pod's own run.oci.seccomp_bpf_data stays.
     """
+    from ..errors import UsageError
+
     rest = inv.argv[inv.command_index + 1:]
     readers = {"runc": (_runc_reads,), "crun": (_crun_reads,)}.get(kind, (_runc_reads, _crun_reads))
     seen = {_resolve(*reader(rest)) for reader in readers}
@@ -244,7 +251,7 @@ def _resolve(bundle: str | None, config: str | None) -> str:
 
 # ------------------------------------------------------------------ the real runtime
 
-def settings_path(inv: Invocation | None = None) -> str:
+def settings_path(inv: "Invocation | None" = None) -> str:
     """The settings file create/run read: --ocishim-config, $OCISHIM_CONFIG, else the system's."""
     if inv is not None and inv.settings:
         return inv.settings
@@ -262,12 +269,15 @@ def runtime_from_settings(path: str | None = None) -> str | None:
     path = path or settings_path()
     if not os.path.lexists(path):
         return None  # the usual case without settings: no import, no parse
+    from ..errors import OcishimError
     from ..files import read_trusted
 
     try:
         data = read_trusted(path, "settings file")
     except (OSError, OcishimError):
         return None
+    if b"runtime" not in data and b"\\u" not in data:
+        return None  # no key can spell it, so json (and re, its decoder's) is not needed
     import json
 
     try:
@@ -281,8 +291,8 @@ def runtime_from_settings(path: str | None = None) -> str | None:
 def find_real_runtime(inv: Invocation, configured: str | None) -> str:
     """The runtime to exec: --ocishim-runtime, $OCISHIM_RUNTIME, `configured`, then runc in PATH."""
     if os.environ.get(EXEC_MARK):
-        raise UsageError(OWN_FLAG, f"real runtime {os.environ[EXEC_MARK]} ran ocishim-runtime "
-                                   "again: it is ocishim-runtime itself")
+        raise _refused(f"real runtime {os.environ[EXEC_MARK]} ran ocishim-runtime again: "
+                       "it is ocishim-runtime itself")
     me = {os.path.realpath(sys.argv[0]), os.path.realpath(__file__)}
     choice = inv.real_runtime or os.environ.get(RUNTIME_ENV) or configured
     candidates = [choice] if choice else [
@@ -291,15 +301,22 @@ def find_real_runtime(inv: Invocation, configured: str | None) -> str:
         resolved = path if os.sep in path else _which(path)
         if not resolved or not os.access(resolved, os.X_OK) or os.path.isdir(resolved):
             if choice:
-                raise UsageError(OWN_FLAG, f"real runtime {path!r} is not an executable")
+                raise _refused(f"real runtime {path!r} is not an executable")
             continue
         if os.path.realpath(resolved) in me:
             if choice:
-                raise UsageError(OWN_FLAG, f"{path} is ocishim-runtime itself")
+                raise _refused(f"{path} is ocishim-runtime itself")
             continue
         return resolved
-    raise UsageError(OWN_FLAG, "no real runtime: set OCISHIM_RUNTIME, \"runtime\" in the "
-                               "settings, or pass --ocishim-runtime PATH")
+    raise _refused("no real runtime: set OCISHIM_RUNTIME, \"runtime\" in the settings, "
+                   "or pass --ocishim-runtime PATH")
+
+
+def _refused(message: str) -> Exception:
+    """The UsageError for --ocishim-runtime (ocishim.errors imported only for an error)."""
+    from ..errors import UsageError
+
+    return UsageError(OWN_FLAG, message)
 
 
 def _which(name: str) -> str | None:
@@ -351,6 +368,8 @@ def _patch(inv: Invocation, seen: dict) -> str:
 
     `seen` gets the settings once read, so that a refusal is logged where they say.
     """
+    _whole_site()
+    from ..errors import UsageError
     from ..filtercache import require_libseccomp
     from .log import log
     from .settings import load_settings
@@ -402,7 +421,7 @@ def _stdio_silenced():  # noqa: ANN202  a context manager; contextlib only on cr
     return contextmanager(_silenced)()
 
 
-def _silenced() -> Iterator[None]:
+def _silenced() -> "Iterator[None]":
     """fds 1 and 2 on /dev/null meanwhile, restored after.
 
     During create they are the container's stdio. Errors are caught and logged, but
@@ -431,6 +450,8 @@ def _silenced() -> Iterator[None]:
 
 def create_or_run(inv: Invocation) -> int:
     """Patch the bundle, then exec the real runtime; on any failure one log line and exit 1."""
+    from ..errors import OcishimError
+
     message = None
     seen: dict = {}
     with _stdio_silenced():
@@ -500,7 +521,11 @@ def pass_through(inv: Invocation) -> int:
         if not (inv.real_runtime or os.environ.get(RUNTIME_ENV)):
             configured = runtime_from_settings(settings_path(inv))
         real = find_real_runtime(inv, configured)
-    except OcishimError as exc:
+    except Exception as exc:
+        from ..errors import OcishimError  # only now: ocishim's own errors are reported
+
+        if not isinstance(exc, OcishimError):
+            raise
         report(inv, str(exc))
         return 1
     return _exec(inv, real)
@@ -508,6 +533,7 @@ def pass_through(inv: Invocation) -> int:
 
 def version_text() -> str:
     """ocishim's version, the libseccomp it loads and the kernel its syscall table reaches."""
+    _whole_site()
     from .. import __version__
 
     lines = [f"ocishim-runtime version {__version__}"]
@@ -525,7 +551,23 @@ def version_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _whole_site() -> None:
+    """site's whole set-up where the launcher started Python without it (-S: the Debian
+    package and `make install`, for a quick pass-through): the site directories with
+    their .pth files, and sitecustomize, as a normal start has them, for create, run and
+    --ocishim-version (the libseccomp binding, psutil). Once; nothing without -S."""
+    global _SITE_DONE
+    if sys.flags.no_site and not _SITE_DONE:
+        _SITE_DONE = True
+        import site
+
+        site.main()
+
+
+_SITE_DONE = False
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
     inv = parse(list(sys.argv[1:] if argv is None else argv))
     if inv.error is not None:
         report(inv, inv.error)
