@@ -95,3 +95,22 @@ def test_the_file_the_runtime_reads_is_patched(work: Path, runtime: str, args: l
     else:
         assert proc.returncode == 0, (work / "log.json").read_text()
         assert _patched(work) == {expected}
+
+
+@pytest.mark.parametrize("text, runtime", [
+    ('{"log": "auto"}', None),  # no key can spell it: not decoded at all
+    ('{"runtime": "/usr/bin/crun"}', "/usr/bin/crun"),
+    ('{"\\u0072untime": "/usr/bin/crun"}', "/usr/bin/crun"),  # spelt by an escape: decoded
+    ('{"log": "runtime"}', None),
+    ('{"runtime": 1}', None),
+    ('not json', None),
+])
+def test_runtime_from_settings(tmp_path: Path, text: str, runtime: str | None) -> None:
+    """The pass-through's reading of "runtime": json only where the text could name it,
+    with the same answer as decoding every file."""
+    from ocishim.integrations import wrapper
+
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    path.chmod(0o644)
+    assert wrapper.runtime_from_settings(str(path)) == runtime
