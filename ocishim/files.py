@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import stat
 import sys
 
@@ -42,6 +41,8 @@ def temp_name(name: str) -> str:
 
 def is_temp_name(name: str, target: str) -> bool:
     """Whether name is one of our temporaries for target (a base name)."""
+    import re  # here: the hook's start does not clean up temporaries
+
     return re.fullmatch(re.escape(f".{target}{TEMP_MARK}") + _SUFFIX, name) is not None
 
 

@@ -24,11 +24,14 @@ ctypes (libseccomp's version and native arch) and the builtin SHA-256.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
-from typing import Any, NamedTuple  # not dataclasses: each costs a hit 0.5 ms and more to define
+
+from .record import Record  # not dataclasses or NamedTuple: their imports cost a hit 5-15 ms
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 try:  # the builtin SHA-256: hashlib's import initialises OpenSSL, 3-20 ms of every start
     from _sha256 import sha256
@@ -47,23 +50,26 @@ MAX_ENTRY_BYTES = 8 << 20  # far above a 4096-instruction program with its profi
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"  # the same name as integrations.config's
 LIBSECCOMP_SONAME = "libseccomp.so.2"
 MINIMUM_LIBSECCOMP = (2, 5, 0)  # libseccomp.MINIMUM (a test checks that they agree)
-_ENTRY_NAME = re.compile(r"[0-9a-f]{64}")
+_HEX = frozenset("0123456789abcdef")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ------------------------------------------------------------------ what is cached
 
-class Filter(NamedTuple):
+class Filter(Record):
     """What a rewrite adds to a config, and what the integrations log about it."""
 
+    __slots__ = ("seccomp", "annotation", "mode", "emulate", "instructions", "enosys_names",
+                 "warnings", "notes")
+    _defaults = {"warnings": (), "notes": ()}
     seccomp: str  # the rewritten linux.seccomp, as jsontext.dumps writes it
     annotation: str  # run.oci.seccomp_bpf_data: the patched program, base64
     mode: str
     emulate: tuple[int, int] | None
     instructions: int
     enosys_names: int  # names in the portable ERRNO(ENOSYS) rule
-    warnings: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()  # the check's repairs and notices (Patched.notes)
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]  # the check's repairs and notices (Patched.notes)
 
     def to_json(self) -> dict[str, Any]:
         return {"seccomp": self.seccomp, "annotation": self.annotation, "mode": self.mode,
@@ -97,9 +103,10 @@ _FIELDS: dict[str, Any] = {"seccomp": str, "annotation": str, "mode": str,
 
 # ------------------------------------------------------------------ the key
 
-class Host(NamedTuple):
+class Host(Record):
     """What a program depends on besides the profile and the settings."""
 
+    __slots__ = ("ocishim", "code", "table", "libseccomp", "native")
     ocishim: str
     code: str  # fingerprint of the package's source files
     table: str  # SHA-256 of the syscall table module
@@ -107,9 +114,10 @@ class Host(NamedTuple):
     native: int  # libseccomp's native arch token (AUDIT_ARCH_*)
 
 
-class Request(NamedTuple):
+class Request(Record):
     """One rewrite: the profile, the settings and the container's choice (rule 10)."""
 
+    __slots__ = ("profile", "settings", "chosen")
     profile: str  # SHA-256 of the canonical linux.seccomp text
     settings: tuple[str, str | None, bool]  # mode, emulate, unknown-syscall=fail
     chosen: tuple[str, str | None, bool] | None  # the annotations' choice; None: ocishim run
@@ -122,51 +130,89 @@ def key(request: Request, host: Host) -> str:
                 "chosen": list(request.chosen) if request.chosen else None,
                 "ocishim": host.ocishim, "code": host.code, "table": host.table,
                 "libseccomp": host.libseccomp, "native": host.native}
-    return sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return sha256(_key_text(material).encode()).hexdigest()
+
+
+def _key_text(value: Any) -> str:
+    """json.dumps(value, sort_keys=True) for the key's material (str, int, bool, None,
+    lists and dicts of them), without the json package."""
+    from .profile.jsontext import ascii_string
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{ascii_string(k)}: {_key_text(value[k])}"
+                               for k in sorted(value)) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_key_text(v) for v in value) + "]"
+    if isinstance(value, str):
+        return ascii_string(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if type(value) is int:
+        return str(value)
+    raise TypeError(f"{type(value).__name__} in a cache key")
 
 
 _host: Host | None = None
+_facts: tuple[str, int] | None = None
 
 
-def _libseccomp() -> Any:
-    import ctypes
+def _libseccomp_facts() -> tuple[str, int]:
+    """The version ("2.5.4") and native arch token (AUDIT_ARCH_*) of the libseccomp a
+    binding would load, asked of the library itself; computed once.
 
-    return ctypes.CDLL(_libseccomp_soname())
+    By _ctypes, the C module under ctypes: the ctypes package's own import (its ~30
+    type classes) costs a start 4-5 ms, and only these two calls are needed here.
+    LIBSECCOMP_SONAME is the name pyseccomp dlopens and the Cython binding links
+    against; ld.so resolves it the same way for both, LD_LIBRARY_PATH included.
+    Raises OSError when the library or a function cannot be found.
+    """
+    global _facts
+    if _facts is None:
+        import _ctypes
+
+        class UInt(_ctypes._SimpleCData):
+            _type_ = "I"  # unsigned int
+
+        class Version(_ctypes.Array):  # struct scmp_version: three unsigned ints
+            _type_ = UInt
+            _length_ = 3
+
+        class VersionPointer(_ctypes._Pointer):
+            _type_ = Version
+
+        class VersionFunction(_ctypes.CFuncPtr):  # const struct scmp_version *(void)
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = VersionPointer
+
+        class UIntFunction(_ctypes.CFuncPtr):  # uint32_t (void)
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = UInt
+
+        library = _ctypes.dlopen(LIBSECCOMP_SONAME, os.RTLD_NOW | os.RTLD_LOCAL)
+        version = VersionFunction(_ctypes.dlsym(library, "seccomp_version"))().contents
+        native = UIntFunction(_ctypes.dlsym(library, "seccomp_arch_native"))()
+        _facts = ".".join(str(v) for v in version), native
+    return _facts
 
 
 def libseccomp_version() -> str:
-    """The version of the libseccomp a binding would load, by ctypes ("2.5.4")."""
-    import ctypes
-
-    function = _libseccomp().seccomp_version
-    function.restype = ctypes.POINTER(ctypes.c_uint * 3)
-    return ".".join(str(v) for v in function().contents)
+    """The version of the libseccomp a binding would load ("2.5.4")."""
+    return _libseccomp_facts()[0]
 
 
 def host() -> Host:
-    """This process's Host, computed once: libseccomp by ctypes, not by its binding.
+    """This process's Host, computed once: libseccomp by _ctypes, not by its binding.
 
-    Raises OSError or AttributeError when libseccomp cannot be loaded or lacks a function.
+    Raises OSError when libseccomp cannot be loaded or lacks a function.
     """
     global _host
     if _host is None:
-        import ctypes
-
         from . import __version__
 
-        native = _libseccomp().seccomp_arch_native
-        native.restype = ctypes.c_uint32
+        version, native = _libseccomp_facts()
         _host = Host(__version__, code_fingerprint(),
-                     _file_digest(os.path.join(_PACKAGE, "syscalls", "_data.py")),
-                     libseccomp_version(), native())
+                     _file_digest(os.path.join(_PACKAGE, "syscalls", "_data.py")), version, native)
     return _host
-
-
-def _libseccomp_soname() -> str:
-    # The name pyseccomp dlopens (ctypes.util.find_library("seccomp") answers the soname,
-    # by running ldconfig: 20 ms and more) and the Cython binding links against; ld.so
-    # resolves it the same way for both, LD_LIBRARY_PATH included.
-    return LIBSECCOMP_SONAME
 
 
 def require_libseccomp() -> None:
@@ -191,24 +237,37 @@ def code_fingerprint() -> str:
     ocishim's version alone does not change with every edit of a checkout; a new
     install or edit changes a file's size or time, and so every key.
     """
-    h = sha256()
-    for directory, dirs, files in os.walk(_PACKAGE):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(directory, name))
-                h.update(f"{os.path.relpath(os.path.join(directory, name), _PACKAGE)}"
-                         f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    lines: list[str] = []
+    _fingerprint_lines(_PACKAGE, "", lines)
+    return sha256("".join(lines).encode()).hexdigest()
+
+
+def _fingerprint_lines(directory: str, relative: str, lines: list[str]) -> None:
+    # Names in sorted order, each directory's files before its subdirectories, as
+    # os.walk gives them (scandir directly: walk's generators cost a start ~1 ms).
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    subdirectories = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):  # os.walk does not enter linked ones either
+            if entry.name != "__pycache__":
+                subdirectories.append(entry)
+        elif entry.name.endswith(".py"):
+            st = entry.stat()
+            lines.append(f"{relative}{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    for entry in subdirectories:
+        _fingerprint_lines(entry.path, f"{relative}{entry.name}/", lines)
 
 
 # ------------------------------------------------------------------ the directory
 
-class Cache(NamedTuple):
+class Cache(Record):
     """A cache directory that passed the checks of `open_cache`."""
 
+    __slots__ = ("directory", "max_bytes")
+    _defaults = {"max_bytes": MAX_BYTES}
     directory: str
-    max_bytes: int = MAX_BYTES
+    max_bytes: int
 
     def path(self, name: str) -> str:  # noqa: D102
         return os.path.join(self.directory, name)
@@ -290,6 +349,7 @@ def _untrusted_parents(path: str) -> str | None:
 def encode_entry(name: str, value: Filter) -> bytes:
     """An entry's bytes: magic, key, payload checksum, program checksum, payload."""
     import base64
+    import json
 
     payload = json.dumps(value.to_json(), sort_keys=True).encode()
     program = base64.b64decode(value.annotation, validate=True)
@@ -297,10 +357,19 @@ def encode_entry(name: str, value: Filter) -> bytes:
                      b"\n", sha256(program).hexdigest().encode(), b"\n", payload))
 
 
+def _b64decode(text: str) -> bytes:
+    """base64.b64decode(text, validate=True) without the base64 module (and its re):
+    binascii's strict mode refuses whatever is not the alphabet and its padding."""
+    import binascii
+
+    return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+
+
 def decode_entry(name: str, data: bytes) -> Filter | None:
     """The Filter in an entry, or None unless every check passes."""
-    import base64
     import binascii
+
+    from .profile.jsontext import loads
 
     if not data.startswith(MAGIC):
         return None
@@ -311,8 +380,8 @@ def decode_entry(name: str, data: bytes) -> Filter | None:
     if sha256(payload).hexdigest().encode() != payload_sum:
         return None
     try:
-        value = Filter.from_json(json.loads(payload))
-        program = base64.b64decode(value.annotation, validate=True) if value else b""
+        value = Filter.from_json(loads(payload))
+        program = _b64decode(value.annotation) if value else b""
     except (ValueError, RecursionError, binascii.Error):
         return None
     if value is None or sha256(program).hexdigest().encode() != program_sum:
@@ -380,7 +449,7 @@ def _entries(cache: Cache) -> list[tuple[int, int, str]]:
     out = []
     with os.scandir(cache.directory) as it:
         for entry in it:
-            if _ENTRY_NAME.fullmatch(entry.name):
+            if len(entry.name) == 64 and _HEX.issuperset(entry.name):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -406,12 +475,16 @@ def evict(cache: Cache) -> list[str]:
     return removed
 
 
-class Stats(NamedTuple):
+class Stats(Record):
+    """What `ocishim cache stats` prints."""
+
+    __slots__ = ("directory", "state", "entries", "bytes", "max_bytes")
+    _defaults = {"entries": 0, "bytes": 0, "max_bytes": MAX_BYTES}
     directory: str
     state: str  # "ok", "off", or why the directory is not used
-    entries: int = 0
-    bytes: int = 0
-    max_bytes: int = MAX_BYTES
+    entries: int
+    bytes: int
+    max_bytes: int
 
 
 def stats(where: str) -> Stats:
@@ -449,12 +522,14 @@ def clear(where: str) -> int:
 
 # ------------------------------------------------------------------ the rewrite
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """A rewritten config (None: no linux.seccomp, nothing to do) and what was added."""
 
+    __slots__ = ("config", "filter", "cached")
+    _defaults = {"cached": False}
     config: dict[str, Any] | None
     filter: Filter | None
-    cached: bool = False
+    cached: bool
 
 
 def _settings_tuple(mode: Any, emulate: Any, unknown_fail: Any) -> tuple[str, str | None, bool]:
@@ -481,7 +556,7 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
 
         picked, _ = for_container(settings, config)  # bad annotation values fail here, as cold
         chosen = _settings_tuple(picked.mode, picked.emulate, picked.unknown_fail)
-    request = Request(sha256(jsontext.dumps(seccomp).encode()).hexdigest(),
+    request = Request(sha256(jsontext.hash_text(seccomp).encode()).hexdigest(),
                       _settings_tuple(settings.mode, settings.emulate, settings.unknown_fail),
                       chosen)
     try:
@@ -502,6 +577,15 @@ def rewrite_config(config: Any, source: str, settings: Any, cache: Cache | None,
     return outcome
 
 
+def config_text(outcome: Outcome) -> str:
+    """jsontext.dumps(outcome.config), the rewritten linux.seccomp taken from the filter's
+    text (already written once, on a hit when the entry was made) instead of again."""
+    from .profile import jsontext
+
+    seccomp = outcome.config["linux"]["seccomp"]
+    return jsontext.dumps(outcome.config, {id(seccomp): outcome.filter.seccomp})
+
+
 def _audited(settings: Any, config: Any) -> bool:
     """Audit mode (ocishim/audit.py) is built fresh and never stored: the audited filter
     carries the agent's socket, and the key does not hold the audit choice."""
@@ -518,15 +602,15 @@ def _seccomp_of(config: Any) -> Any:
 def _apply(config: dict[str, Any], value: Filter, source: str) -> dict[str, Any]:
     """The cold rewrite's result, from the entry: the same checks, then the same two changes."""
     from .errors import ProfileError
-    from .profile import parse, spec_fields
+    from .profile import document, spec_fields
 
-    parse.check_fields(config, spec_fields.BY_KIND["config"])
+    document.check_fields(config, spec_fields.BY_KIND["config"])
     annotations = config.get("annotations")
     if annotations is None:
         annotations = config["annotations"] = {}
     if not isinstance(annotations, dict):
         raise ProfileError("annotations", "must be an object of strings")
-    config["linux"]["seccomp"] = parse.decode(value.seccomp, source)
+    config["linux"]["seccomp"] = document.decode(value.seccomp, source)
     annotations[BPF_ANNOTATION] = value.annotation
     return config
 

@@ -10,7 +10,10 @@ failure here must do.
 from __future__ import annotations
 
 import sys
-from typing import IO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 from ..errors import OcishimError, ProfileError
 from .log import log, tell_caller
@@ -32,8 +35,7 @@ def refuse(settings: Settings, exc: BaseException, exit_code: int) -> int:
 def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None) -> int:
     """Read a config, write it patched; returns the exit code."""
     from .. import filtercache
-    from ..profile.jsontext import dumps
-    from ..profile.parse import MAX_PROFILE_BYTES, decode
+    from ..profile.document import MAX_PROFILE_BYTES, decode
 
     settings = settings or Settings()
     try:
@@ -72,7 +74,7 @@ def precreate(stdin: IO[str], stdout: IO[str], settings: Settings | None = None)
         + f"): {done.instructions} instructions, "
         f"JSON rule with {done.enosys_names} names"
         + (" (compiled-filter cache)" if result.cached else ""), stderr=False)
-    stdout.write(dumps(result.config))
+    stdout.write(filtercache.config_text(result))
     return 0
 
 

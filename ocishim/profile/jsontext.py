@@ -23,17 +23,25 @@ if TYPE_CHECKING:
 try:
     from _json import encode_basestring as _c_string
     from _json import encode_basestring_ascii as _c_string_ascii
+    from _json import make_encoder as _c_make_encoder
     from _json import make_scanner as _c_scanner
 except ImportError:  # a Python without the accelerator: the json package's own functions
     from json.encoder import py_encode_basestring as _c_string
     from json.encoder import py_encode_basestring_ascii as _c_string_ascii
     from json.scanner import py_make_scanner as _c_scanner
 
+    _c_make_encoder = None
+
 __all__ = ["JsonFloat", "JsonInt", "dumps", "loads", "parse_float", "parse_int"]
 
 _INDENT = "  "
 _WHITESPACE = " \t\n\r"  # json's: what may stand around a document
 _CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+
+
+# How many JsonFloat and JsonInt this process has made: while none, no document holds
+# a number whose text a plain encoder would lose, and `hash_text` can use json's C one.
+_made = [0]
 
 
 class JsonFloat(float):
@@ -45,6 +53,7 @@ class JsonFloat(float):
     def __new__(cls, text: str) -> "JsonFloat":
         self = super().__new__(cls, text)
         self.text = text
+        _made[0] += 1
         return self
 
     def __getnewargs__(self) -> tuple[str]:  # copy.deepcopy and pickle keep the text
@@ -62,6 +71,7 @@ class JsonInt(int):
     def __new__(cls, text: str) -> "JsonInt":
         self = super().__new__(cls, text)
         self.text = text
+        _made[0] += 1
         return self
 
     def __getnewargs__(self) -> tuple[str]:
@@ -116,7 +126,9 @@ def loads(text: str | bytes, *, object_pairs_hook: Callable[..., Any] | None = N
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _c_scanner(decoder)(text, start)
-    except (StopIteration, ValueError, RecursionError):
+    # A refusal: StopIteration where no value starts, else the scanner's own error, which
+    # it can only raise once json.decoder is imported (before that, a SystemError).
+    except (StopIteration, ValueError, RecursionError, SystemError):
         pass
     else:
         if end == len(text) or not text[end:].strip(_WHITESPACE):
@@ -170,19 +182,41 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
-def dumps(obj: Any) -> str:
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def hash_text(obj: Any) -> str:
+    """A text of obj for hashing: two objects get the same text only if dumps writes
+    them the same. Compact, by json's C encoder where no number can lose its text (no
+    JsonFloat or JsonInt made yet), else dumps' own; each form marked by its first
+    character, so that the two never meet."""
+    if _made[0] == 0 and _c_make_encoder is not None:
+        encode = _c_make_encoder({}, _no_default, _c_string_ascii, None, ":", ",", False, False,
+                                 False)
+        return "c" + "".join(encode(obj, 0))
+    return "t" + dumps(obj)
+
+
+def dumps(obj: Any, prerendered: dict[int, str] | None = None) -> str:
     """JSON text of obj: indent 2, keys in their order, a newline at the end.
 
     The same text as `json.dumps(obj, indent=2, ensure_ascii=False) + "\\n"`, except
     that numbers read by parse.decode keep their source text. Iterative, so that any
     document decode accepted, however deep, can be written.
+
+    prerendered maps id(container) to dumps(container), written for it as it is (at its
+    depth) instead of writing the container again: a compiled-filter cache hit keeps
+    the rewritten linux.seccomp's text.
     """
     out: list[str] = []
     # One frame per open container: [iterator over its items, is an object, wrote an item].
     stack: list[list[Any]] = []
     value = obj
     while True:
-        if isinstance(value, dict) and value:
+        if prerendered and id(value) in prerendered:
+            out.append(prerendered[id(value)].rstrip("\n").replace("\n", "\n" + _INDENT * len(stack)))
+        elif isinstance(value, dict) and value:
             out.append("{")
             stack.append([iter(value.items()), True, False])
         elif isinstance(value, (list, tuple)) and value:
