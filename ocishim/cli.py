@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-TYPE_CHECKING = False  # typing, json and traceback cost every command: imported where used
+# typing, json, traceback and argparse (with re and enum, most of a cache hit's start-up)
+# cost every command: each is imported where it is used.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 from . import __version__
@@ -492,25 +494,31 @@ def version_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-class _VersionAction(argparse.Action):
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
-        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+def _argparse_classes() -> tuple[type, type]:
+    """argparse's formatter and --version's action, made where a parser is built."""
+    import argparse
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        sys.stdout.write(version_text())
-        parser.exit(0)
+    class Formatter(argparse.RawDescriptionHelpFormatter):
+        """argparse's, with its default width found without shutil: argparse imports
+        shutil (and with it bz2, lzma, fnmatch) to measure the terminal for every argument
+        it adds. The width is shutil.get_terminal_size()'s, less 2."""
 
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None) -> None:
+            if width is None:
+                width = _terminal_columns() - 2
+            super().__init__(prog, indent_increment, max_help_position, width)
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's, with its default width found without shutil: argparse imports shutil
-    (and with it bz2, lzma, fnmatch) to measure the terminal for every argument it adds,
-    1-2 ms of every `ocishim run`. The width is shutil.get_terminal_size()'s, less 2."""
+    class VersionAction(argparse.Action):
+        def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                     help=None):
+            super().__init__(option_strings, dest, nargs=0, default=default, help=help)
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            width = _terminal_columns() - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
+        def __call__(self, parser, namespace, values, option_string=None):
+            sys.stdout.write(version_text())
+            parser.exit(0)
+
+    return Formatter, VersionAction
 
 
 def _terminal_columns() -> int:
@@ -526,8 +534,6 @@ def _terminal_columns() -> int:
             columns = 0
     return columns or 80
 
-
-_FORMATTER = _Formatter
 
 DESCRIPTION = """\
 ocishim makes container seccomp profiles answer ENOSYS ("not implemented") instead of
@@ -688,12 +694,77 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Every command of build_parser, those with their texts above and the others.
 COMMANDS = (*_COMMANDS, "log", "verify", "cache", "help")
+# Defaults the parser and _plain_run share.
+DEFAULT_RUNTIME = "crun"
+DEFAULT_ENOSYS = "unnamed"
+UNKNOWN_SYSCALL = ("warn", "fail")  # the first is the default
+DEFAULT_AUDIT_SOCKET = "/run/ocishim/agent/agent.sock"
+# `ocishim run`'s options by their whole names: dest, and whether a value follows.
+_RUN_OPTIONS = {"--runtime": ("runtime", True), "--id": ("id", True),
+                "--runtime-arg": ("runtime_arg", True), "--enosys": ("enosys", True),
+                "--emulate-kernel": ("emulate_kernel", True),
+                "--unknown-syscall": ("unknown_syscall", True), "--audit": ("audit", False),
+                "--audit-socket": ("audit_socket", True)}
 
 
-def _add_command(sub, name: str) -> argparse.ArgumentParser:
+class _Args:
+    """The parsed command line, as argparse's Namespace holds it."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
+def _plain_run(argv: Sequence[str]) -> _Args | None:
+    """`ocishim run ...` parsed without argparse, for the plain spellings only: the whole
+    option names (`--name value` with a value that does not start with "-", or
+    `--name=value`), --audit, and one BUNDLE that does not start with "-". Anything else
+    (--help, an abbreviation, a mistake) gives None: argparse parses it, with its
+    messages. argparse's import (re, enum, gettext) is most of a cache hit's start-up;
+    tests/test_cli.py checks that both parsers agree.
+    """
+    values: dict[str, object] = {
+        "command": "run", "func": cmd_run, "runtime": DEFAULT_RUNTIME, "id": None,
+        "runtime_arg": [], "enosys": DEFAULT_ENOSYS, "emulate_kernel": None,
+        "unknown_syscall": UNKNOWN_SYSCALL[0], "audit": False, "audit_socket": DEFAULT_AUDIT_SOCKET}
+    bundle = None
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-"):
+            if bundle is not None:
+                return None
+            bundle = arg
+            continue
+        name, eq, value = arg.partition("=")
+        option = _RUN_OPTIONS.get(name)
+        if option is None:
+            return None
+        dest, takes_value = option
+        if not takes_value:
+            if eq:
+                return None
+            values[dest] = True
+            continue
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            value, i = argv[i], i + 1
+        if dest == "runtime_arg":
+            values[dest].append(value)  # type: ignore[attr-defined]
+        elif dest == "unknown_syscall" and value not in UNKNOWN_SYSCALL:
+            return None
+        else:
+            values[dest] = value
+    if bundle is None:
+        return None
+    return _Args(bundle=bundle, **values)
+
+
+def _add_command(sub, name: str, formatter: type) -> argparse.ArgumentParser:
     short, description, examples = _COMMANDS[name]
     return sub.add_parser(name, help=short, description=description, epilog=examples,
-                          formatter_class=_FORMATTER)
+                          formatter_class=formatter)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -702,9 +773,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def want(name: str) -> bool:
         return command is None or command == name
 
+    import argparse
+
+    formatter, version_action = _argparse_classes()
     p = argparse.ArgumentParser(prog="ocishim", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=_FORMATTER)
-    p.add_argument("--version", action=_VersionAction,
+                                formatter_class=formatter)
+    p.add_argument("--version", action=version_action,
                    help="print the versions of ocishim, of the libseccomp it loads and of its syscall table")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -721,7 +795,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--audit", action="store_true",
                         help="audit mode: refusals by the default action and the ENOSYS stub go to "
                              "`ocishim agent`, which answers with the same errno and logs them")
-        sp.add_argument("--audit-socket", metavar="PATH", default="/run/ocishim/agent/agent.sock",
+        sp.add_argument("--audit-socket", metavar="PATH", default=DEFAULT_AUDIT_SOCKET,
                         help="the agent's socket, the filter's listenerPath "
                              "(default: /run/ocishim/agent/agent.sock)")
 
@@ -731,18 +805,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     def mode_args(sp: argparse.ArgumentParser) -> None:
         sp.epilog = f"{_MODE_HELP}\n\n{sp.epilog}" if sp.epilog else _MODE_HELP
-        sp.add_argument("--enosys", metavar="MODE", default="unnamed",
+        sp.add_argument("--enosys", metavar="MODE", default=DEFAULT_ENOSYS,
                         help="which syscalls without a rule answer ENOSYS: unnamed (default), "
                              "auto, max, off or kernel:X.Y (see below)")
         sp.add_argument("--emulate-kernel", metavar="X.Y",
                         help="also answer ENOSYS for every syscall newer than Linux X.Y, even if "
                              "allowed: test an image against an older host's kernel")
-        sp.add_argument("--unknown-syscall", choices=("warn", "fail"), default="warn",
+        sp.add_argument("--unknown-syscall", choices=UNKNOWN_SYSCALL, default=UNKNOWN_SYSCALL[0],
                         help="a name neither libseccomp nor ocishim's table knows: "
                              "warn and skip it (default), or fail")
 
     if want("explain"):
-        sp = _add_command(sub, "explain")
+        sp = _add_command(sub, "explain", formatter)
         profile_args(sp)
         sp.add_argument("syscalls", metavar="SYSCALL", nargs="*",
                         help="only these syscalls: names, or numbers (any base); default: all")
@@ -757,7 +831,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_explain)
 
     if want("patch"):
-        sp = _add_command(sub, "patch")
+        sp = _add_command(sub, "patch", formatter)
         profile_args(sp)
         mode_args(sp)
         audit_args(sp)
@@ -769,7 +843,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_patch)
 
     if want("exec"):
-        sp = _add_command(sub, "exec")
+        sp = _add_command(sub, "exec", formatter)
         profile_args(sp)
         mode_args(sp)
         audit_args(sp)
@@ -779,9 +853,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_exec)
 
     if want("run"):
-        sp = _add_command(sub, "run")
+        sp = _add_command(sub, "run", formatter)
         sp.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (config.json and rootfs)")
-        sp.add_argument("--runtime", default="crun",
+        sp.add_argument("--runtime", default=DEFAULT_RUNTIME,
                         help="crun (default), runc, or the path of a runtime with runc's command line")
         sp.add_argument("--id", help="container id (default: ocishim-<random>)")
         sp.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
@@ -791,13 +865,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_run)
 
     if want("disasm"):
-        sp = _add_command(sub, "disasm")
+        sp = _add_command(sub, "disasm", formatter)
         sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
         endian_arg(sp)
         sp.set_defaults(func=cmd_disasm)
 
     if want("emu"):
-        sp = _add_command(sub, "emu")
+        sp = _add_command(sub, "emu", formatter)
         sp.add_argument("file", metavar="FILE", help="raw filter file, or - for stdin")
         sp.add_argument("arch", metavar="ARCH",
                         help="architecture: x86_64, amd64, aarch64, arm64, i386, SCMP_ARCH_ARM...")
@@ -809,7 +883,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_emu)
 
     if want("convert"):
-        sp = _add_command(sub, "convert")
+        sp = _add_command(sub, "convert", formatter)
         sp.add_argument("profile", metavar="PROFILE", help="Docker-format profile (archMap, includes/excludes)")
         sp.add_argument("--caps", metavar="CAP,...",
                         help="the container's capabilities (default: Docker's default set)")
@@ -822,12 +896,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_convert)
 
     if want("hook"):
-        sp = _add_command(sub, "hook")
+        sp = _add_command(sub, "hook", formatter)
         sp.add_argument("stage", choices=("precreate",), help="the hook stage; only precreate")
         sp.set_defaults(func=cmd_hook)
 
     if want("scan"):
-        sp = _add_command(sub, "scan")
+        sp = _add_command(sub, "scan", formatter)
         sp.add_argument("rootfs", metavar="ROOTFS",
                         help="root file system directory, OCI image layout, or docker/podman save archive")
         sp.add_argument("profile", metavar="PROFILE", nargs="?",
@@ -848,7 +922,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_scan)
 
     if want("doctor"):
-        sp = _add_command(sub, "doctor")
+        sp = _add_command(sub, "doctor", formatter)
         sp.add_argument("--profile", metavar="FILE",
                         help="also list the names of this profile the libseccomp here cannot name")
         sp.add_argument("--json", action="store_true",
@@ -856,7 +930,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_doctor)
 
     if want("inspect"):
-        sp = _add_command(sub, "inspect")
+        sp = _add_command(sub, "inspect", formatter)
         sp.add_argument("target", metavar="PID|CONTAINER-ID",
                         help="a process id, or a container id (or a unique prefix of one)")
         sp.add_argument("--root", action="append", default=[], metavar="DIR",
@@ -867,7 +941,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_inspect)
 
     if want("install"):
-        sp = _add_command(sub, "install")
+        sp = _add_command(sub, "install", formatter)
         sp.add_argument("what", choices=("podman-hook", "containerd", "docker", "crio"),
                         help="the engine to wire ocishim into")
         sp.add_argument("--dry-run", action="store_true",
@@ -897,7 +971,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "and /var/log/ocishim.log. Newest last.",
             epilog="examples:\n  ocishim log\n  ocishim log -n 100 --json\n"
                    "  ocishim log --file /var/log/ocishim.log.1",
-            formatter_class=_FORMATTER)
+            formatter_class=formatter)
         sp.add_argument("-n", "--lines", type=int, default=20, metavar="N",
                         help="how many entries (default: 20)")
         sp.add_argument("--json", action="store_true",
@@ -922,7 +996,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             epilog="examples:\n  ocishim verify docker-default.json\n"
                    "  ocishim verify ./bundle --json\n"
                    "  ocishim verify config.json --program dumped.bpf --enosys off",
-            formatter_class=_FORMATTER)
+            formatter_class=formatter)
         profile_args(sp)
         mode_args(sp)
         sp.add_argument("--program", metavar="FILE", help="also check this raw filter (or - for stdin)")
@@ -932,7 +1006,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_verify)
 
     if want("agent"):
-        sp = _add_command(sub, "agent")
+        sp = _add_command(sub, "agent", formatter)
         sp.add_argument("--socket", metavar="PATH",
                         help="the socket runtimes send listener fds to (listenerPath); created 0600 "
                              "in a root-only directory")
@@ -953,13 +1027,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "settings, syscall table, libseccomp and ocishim. stats prints the directory, its\n"
                         "entries and size; clear removes every entry.",
             epilog="examples:\n  ocishim cache stats\n  ocishim cache clear",
-            formatter_class=_FORMATTER)
+            formatter_class=formatter)
         sp.add_argument("action", choices=("stats", "clear"), help="stats or clear")
         sp.set_defaults(func=cmd_cache)
 
     if want("help"):
         sp = sub.add_parser("help", help="show this help, or a command's", description="Show help.",
-                            formatter_class=_FORMATTER)
+                            formatter_class=formatter)
         sp.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
         sp.set_defaults(func=lambda args: _cmd_help(p, sub, args))
     return p
@@ -1000,25 +1074,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["hook", "precreate"]:
         return _hook_precreate()  # once per container: no parser, no libseccomp binding
-    # A command line that starts with a command needs only that command's parser; help
-    # needs them all.
-    first = argv[0] if argv and argv[0] in COMMANDS and argv[0] != "help" else None
-    parser = build_parser(first)
-    command: list[str] | None = None
-    if "exec" in argv and "--" in argv[argv.index("exec"):]:
-        # Everything after `--` is the command, options included.
-        cut = argv.index("--", argv.index("exec"))
-        argv, command = argv[:cut], argv[cut + 1:]
-    args, extra = parser.parse_known_args(argv)
-    if command is not None:
-        args.command = list(args.command) + command
-    # `explain PROFILE --json read write`: names may follow the options. A negative
-    # number is kept as a SYSCALL too, so that it gets explain's range message.
-    if extra and getattr(args, "command", None) == "explain" and \
-            not any(e.startswith("-") and not _is_int(e) for e in extra):
-        args.syscalls = list(args.syscalls) + extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = _plain_run(argv) if argv[:1] == ["run"] else None
+    if args is None:
+        args = _parse(argv)
     try:
         if args.command != "help":  # help must work even where libseccomp is too old
             # By ctypes: the binding's import (20 ms and more) waits for a command that compiles.
@@ -1042,6 +1100,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         return 1
+
+
+def _parse(argv: list[str]):  # noqa: ANN202  argparse's Namespace
+    """The command line by argparse (which exits 2 with its message on a mistake)."""
+    # A command line that starts with a command needs only that command's parser; help
+    # needs them all.
+    first = argv[0] if argv and argv[0] in COMMANDS and argv[0] != "help" else None
+    parser = build_parser(first)
+    command: list[str] | None = None
+    if "exec" in argv and "--" in argv[argv.index("exec"):]:
+        # Everything after `--` is the command, options included.
+        cut = argv.index("--", argv.index("exec"))
+        argv, command = argv[:cut], argv[cut + 1:]
+    args, extra = parser.parse_known_args(argv)
+    if command is not None:
+        args.command = list(args.command) + command
+    # `explain PROFILE --json read write`: names may follow the options. A negative
+    # number is kept as a SYSCALL too, so that it gets explain's range message.
+    if extra and getattr(args, "command", None) == "explain" and \
+            not any(e.startswith("-") and not _is_int(e) for e in extra):
+        args.syscalls = list(args.syscalls) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 if __name__ == "__main__":

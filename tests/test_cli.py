@@ -135,3 +135,51 @@ def test_run_usage_errors_name_the_command():
     proc = ocishim("run", check=False)
     assert proc.returncode == 2
     assert b"usage: ocishim run" in proc.stderr and b"BUNDLE" in proc.stderr
+
+
+PLAIN_RUN_LINES = [
+    ["run", "B"],
+    ["run", "--runtime", "runc", "B"],
+    ["run", "B", "--runtime=runc"],
+    ["run", "--runtime", "a", "--runtime", "b", "B"],
+    ["run", "--id", "x", "--runtime-arg=--root=/r", "--runtime-arg", "a", "B", "--runtime-arg=--x"],
+    ["run", "--enosys", "max", "--emulate-kernel=5.10", "--unknown-syscall", "fail", "B"],
+    ["run", "--enosys=kernel:5.4", "--unknown-syscall=warn", "B"],
+    ["run", "--audit", "--audit-socket", "/s", "B"],
+    ["run", "--id=", "--enosys=", "B"],
+    ["run", "--id", "a=b", "B=C"],
+    ["run", ""],
+]
+OTHER_RUN_LINES = [
+    ["run"], ["run", "-h"], ["run", "B", "--help"], ["run", "--runt", "x", "B"], ["run", "B", "C"],
+    ["run", "--", "B"], ["run", "--id", "-x", "B"], ["run", "--unknown-syscall", "maybe", "B"],
+    ["run", "--audit=1", "B"], ["run", "-", "B"], ["run", "--bogus", "B"], ["run", "B", "--id"],
+    ["run", "--id", "-5", "B"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN_RUN_LINES, ids=" ".join)
+def test_plain_run_lines_parse_as_argparse_parses_them(argv):
+    from ocishim import cli
+
+    assert vars(cli._plain_run(argv)) == vars(cli._parse(argv))
+
+
+@pytest.mark.parametrize("argv", OTHER_RUN_LINES, ids=" ".join)
+def test_other_run_lines_go_to_argparse(argv):
+    from ocishim import cli
+
+    assert cli._plain_run(argv) is None
+
+
+def test_a_cache_hit_imports_neither_argparse_nor_re(tmp_path):
+    """`ocishim run` of a plain line, up to the runtime: no argparse, re, enum or json."""
+    code = ("import sys; from ocishim import cli; from ocishim.integrations import run\n"
+            "run.run = lambda *a, **k: 0\n"
+            "assert cli.main(['run', '--runtime', 'runc', 'B']) == 0\n"
+            "print(' '.join(m for m in ('argparse', 're', 'enum', 'json', 'typing', 'dataclasses',"
+            " 'subprocess', 'tempfile', 'shutil', 'signal') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == []

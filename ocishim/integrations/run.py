@@ -24,15 +24,17 @@ Start-up is part of every run (issue 11: with a compiled-filter cache hit, at mo
 `runc run`), so this module imports no more than it uses: processes are started with
 os.posix_spawn, not subprocess (which brings selectors, threading and contextlib); the
 private directory is made and removed with os calls, not tempfile and shutil (random,
-fnmatch, bz2, lzma); Prepared is a plain class, not a dataclass. The runtime's
-`--version` runs while the config is read and rewritten.
+fnmatch, bz2, lzma); Prepared is a plain class, not a dataclass; signals are handled
+through _signal, the signal module's C half, without the enums it builds at import
+(enum, functools and collections). The runtime's `--version` runs while the config is
+read and rewritten.
 """
 
 from __future__ import annotations
 
+import _signal  # the signal module without its enums: enum, functools and collections
 import os
 import posixpath
-import signal
 import sys
 
 from ..errors import ProfileError, SystemFailure, UsageError
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from ..modes import Mode, Version
 
 KNOWN_RUNTIMES = ("crun", "runc")
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 # Hooks runc 1.1.5 starts from its own process, whose working directory is the bundle;
 # createContainer and startContainer hooks are started by `runc init` instead.
 RUNC_PARENT_HOOKS = ("prestart", "createRuntime", "poststart", "poststop")
@@ -55,7 +57,7 @@ SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be connected to
 
 # Python starts with SIGPIPE and SIGXFSZ ignored; a child gets them back at their
 # defaults, as subprocess's restore_signals gives them.
-_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
+_RESTORED = (_signal.SIGPIPE, _signal.SIGXFSZ)
 PROBE_TIMEOUT = 30.0  # seconds for `RUNTIME --version`
 # `runc run` (1.1.5) deletes its container on every way out but its own death by a
 # signal (run's destroy on success and on failure); so the delete afterwards, a whole
@@ -174,7 +176,7 @@ class _Probe:
             self.fd = None
         if self.pid is not None:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, _signal.SIGKILL)
             except ProcessLookupError:  # exited, not yet reaped: waited for below
                 pass
             _wait(self.pid)
@@ -323,7 +325,7 @@ def read_bundle(bundle: str) -> tuple[dict[str, Any], str]:
     Only decoded here: the rewrite checks the whole config (rule 11) and parses the
     profile, or on a cache hit checks what lies outside the cached profile.
     """
-    from ..profile.parse import detect, read_json
+    from ..profile.document import read_json
 
     source = bundle
     if os.path.isdir(bundle):
@@ -334,8 +336,11 @@ def read_bundle(bundle: str) -> tuple[dict[str, Any], str]:
     if not isinstance(config, dict):
         raise ProfileError(source, "expected a JSON object at the top level, got "
                                    f"{_JSON_KINDS.get(type(config), 'something else')}")
-    if source == bundle and detect(config) != "config":
-        raise UsageError(bundle, "ocishim run takes a bundle directory or its config.json")
+    if source == bundle:  # a file: a config, or a profile of another kind
+        from ..profile.parse import detect
+
+        if detect(config) != "config":
+            raise UsageError(bundle, "ocishim run takes a bundle directory or its config.json")
     return config, source
 
 
@@ -471,7 +476,7 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     # Handlers first, so that a signal cannot end this process between creating the
     # temporary bundle and removing it.
     for sig in FORWARDED:
-        previous[sig] = signal.signal(sig, forward)
+        previous[sig] = _signal.signal(sig, forward)
     probe: _Probe | None = None
     kind: str | None = None
     tmp: str | None = None
@@ -497,7 +502,7 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
         if probe is not None:
             probe.close()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         if child is not None and not deleted:
             try:
                 _quietly([*base, "delete", "--force", cid])
