@@ -34,9 +34,9 @@ NEW_FILE_MODE = 0o644  # what open() under the usual umask gives: readable by al
 
 def temp_name(name: str) -> str:
     """A fresh temporary name beside name (in the same directory, so rename is atomic)."""
-    import secrets  # here: its hmac and OpenSSL imports cost every hook start 3-20 ms
-
-    return f".{name}{TEMP_MARK}{secrets.token_hex(6)}"
+    # os.urandom, as secrets.token_hex reads it: importing secrets (hmac, OpenSSL) would
+    # cost every build that writes a file 3-20 ms.
+    return f".{name}{TEMP_MARK}{os.urandom(6).hex()}"
 
 
 def is_temp_name(name: str, target: str) -> bool:

@@ -130,26 +130,9 @@ def key(request: Request, host: Host) -> str:
                 "chosen": list(request.chosen) if request.chosen else None,
                 "ocishim": host.ocishim, "code": host.code, "table": host.table,
                 "libseccomp": host.libseccomp, "native": host.native}
-    return sha256(_key_text(material).encode()).hexdigest()
+    from .profile.jsontext import plain_dumps
 
-
-def _key_text(value: Any) -> str:
-    """json.dumps(value, sort_keys=True) for the key's material (str, int, bool, None,
-    lists and dicts of them), without the json package."""
-    from .profile.jsontext import ascii_string
-
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{ascii_string(k)}: {_key_text(value[k])}"
-                               for k in sorted(value)) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_key_text(v) for v in value) + "]"
-    if isinstance(value, str):
-        return ascii_string(value)
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if type(value) is int:
-        return str(value)
-    raise TypeError(f"{type(value).__name__} in a cache key")
+    return sha256(plain_dumps(material).encode()).hexdigest()
 
 
 _host: Host | None = None
@@ -348,11 +331,10 @@ def _untrusted_parents(path: str) -> str | None:
 
 def encode_entry(name: str, value: Filter) -> bytes:
     """An entry's bytes: magic, key, payload checksum, program checksum, payload."""
-    import base64
-    import json
+    from .profile.jsontext import plain_dumps
 
-    payload = json.dumps(value.to_json(), sort_keys=True).encode()
-    program = base64.b64decode(value.annotation, validate=True)
+    payload = plain_dumps(value.to_json()).encode()
+    program = _b64decode(value.annotation)
     return b"".join((MAGIC, name.encode(), b"\n", sha256(payload).hexdigest().encode(),
                      b"\n", sha256(program).hexdigest().encode(), b"\n", payload))
 

@@ -186,6 +186,17 @@ def _no_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
+def plain_dumps(obj: Any) -> str:
+    """json.dumps(obj, sort_keys=True) for str, int, bool, None, lists and dicts of them,
+    by json's C encoder (without importing the json package)."""
+    if _c_make_encoder is None:
+        import json
+
+        return json.dumps(obj, sort_keys=True)
+    encode = _c_make_encoder({}, _no_default, _c_string_ascii, None, ": ", ", ", True, False, False)
+    return "".join(encode(obj, 0))
+
+
 def hash_text(obj: Any) -> str:
     """A text of obj for hashing: two objects get the same text only if dumps writes
     them the same. Compact, by json's C encoder where no number can lose its text (no

@@ -107,3 +107,9 @@ def test_hash_text_forms_never_meet(monkeypatch):
     assert plain.startswith("c") and plain == 'c{"a":[1,"x"]}'
     assert jsontext.hash_text({"a": [1, "x"]}) == "t" + jsontext.dumps({"a": [1, "x"]})
     assert jsontext.hash_text([made]) != jsontext.hash_text([jsontext.JsonFloat("1.5")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_plain_dumps_is_json_dumps_sorted(value):
+    assert jsontext.plain_dumps(value) == json.dumps(value, sort_keys=True)
