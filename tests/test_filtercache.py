@@ -245,6 +245,20 @@ def test_weaker_annotation_is_refused_with_a_warm_cache(tmp_path, cache_dir):
     assert "annotations.ocishim.enosys: refused: weaker" in (tmp_path / "ocishim.log").read_text()
 
 
+def test_entry_of_an_allowed_pair_is_not_served_to_a_refused_pair(tmp_path, cache_dir):
+    """The same annotation (unnamed, default KILL_PROCESS) is allowed under settings
+    unnamed and refused under settings off: the entry made for the first pair, which
+    has the very same program to offer, must not be served to the second."""
+    data = config_bytes(KILL, {"ocishim.enosys": "unnamed"})
+    allowed = settings_for(tmp_path, cache_dir, mode="unnamed")
+    assert hook(data, allowed)[0] == 0
+    assert hook(data, allowed)[0] == 0  # the entry is there and served
+    assert len(entries(cache_dir)) == 1
+    code, out = hook(data, settings_for(tmp_path, cache_dir, mode="off"))
+    assert (code, out) == (2, "")
+    assert "annotations.ocishim.enosys: refused: weaker" in (tmp_path / "ocishim.log").read_text()
+
+
 def test_allowed_annotation_gets_its_own_program(tmp_path, cache_dir):
     """An annotation that is allowed (off under ERRNO(EPERM): ERRNOs are equal) gets the
     program for its own mode, never the settings' cached one."""
