@@ -59,12 +59,15 @@ LOOP_C = r"""
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
-/* ns per call of one syscall, the best of 5 batches of N calls. */
+/* ns per call of one syscall: the fastest of B batches of N calls. Many short batches
+   rather than a few long ones: on a busy machine nearly every long batch is disturbed,
+   while some short one is not, and the fastest is the filter's own cost. */
 int main(int argc, char **argv) {
     long n = atol(argv[2]), nr = strcmp(argv[1], "personality") == 0 ? SYS_personality : SYS_getppid;
+    int batches = argc > 3 ? atoi(argv[3]) : 5;
     long arg = nr == SYS_personality ? 0xffffffffL : 0;
     double best = 1e18;
-    for (int b = 0; b < 5; b++) {
+    for (int b = 0; b < batches; b++) {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (long i = 0; i < n; i++) syscall(nr, arg);
@@ -355,7 +358,7 @@ class Startup:
 
 # ------------------------------------------------------------------ per syscall
 
-def per_syscall(bindir: Path, tmp: Path, iterations: int) -> list[str]:
+def per_syscall(bindir: Path, tmp: Path, iterations: int, batches: int, rounds: int = 5) -> list[str]:
     source = tmp / "loop.c"
     source.write_text(LOOP_C)
     binary = tmp / "loop"
@@ -364,18 +367,19 @@ def per_syscall(bindir: Path, tmp: Path, iterations: int) -> list[str]:
     profile.write_text(json.dumps(docker_seccomp()))
     ocishim = str(bindir / "ocishim")
     loop = [str(binary)]
-    variants = [("no filter", lambda call: [*loop, call, str(iterations)])]
+    count = [str(iterations), str(batches)]
+    variants = [("no filter", lambda call: [*loop, call, *count])]
     for mode in ("off", *MODES[1:]):
         label = "unpatched (off)" if mode == "off" else mode
         variants.append((label, lambda call, mode=mode: [ocishim, "exec", str(profile), "--enosys", mode,
-                                                          "--", *loop, call, str(iterations)]))
+                                                          "--", *loop, call, *count]))
     crun = shutil.which("crun")
     if crun:  # the loop in a crun container: crun's own compile, then ocishim's program (unnamed)
         rootfs = bundles.busybox_rootfs(tmp / "rootfs", [binary])
         for label, patched in (("crun's compile", False), ("crun + ocishim unnamed", True)):
             for call in ("getppid", "personality"):
                 bundle = tmp / f"{call}-{patched}"
-                bundles.spec(bundle, rootfs, ["/bin/loop", call, str(iterations)], docker_seccomp())
+                bundles.spec(bundle, rootfs, ["/bin/loop", call, *count], docker_seccomp())
                 if patched:
                     subprocess.run([ocishim, "patch", str(bundle), "--format", "config", "-o",
                                     str(bundle / "config.json")], check=True)
@@ -387,15 +391,48 @@ def per_syscall(bindir: Path, tmp: Path, iterations: int) -> list[str]:
     patched_modes = [i for i, (label, _) in enumerate(variants) if label in MODES[1:]]
     for call in ("getppid", "personality"):
         found: list[list[float]] = [[] for _ in variants]
-        for _ in range(5):  # round robin, so that a change in the machine's load hits every variant
+        for _ in range(rounds):  # round robin, so that a change in the machine's load hits every variant
             for i, (_, argv) in enumerate(variants):
                 found[i].append(float(subprocess.run(argv(call), capture_output=True, text=True,
                                                      check=True).stdout))
-        cells = [min(f) for f in found]  # the least disturbed of 5 runs, each the best of 5 batches
+        cells = [min(f) for f in found]  # the least disturbed run, each the fastest of its batches
         worst = max(cells[i] / cells[1] for i in patched_modes)
         out.append(f"| {call} | " + " | ".join(f"{c:.0f} ns" for c in cells) + f" | {worst:.3f} |")
         print(f"  {call}: {cells}", file=sys.stderr)
+    counts, alone = filter_instructions()
+    out.append(f"| personality: BPF instructions run, x86_64 / x86 / x32 (emulator; libseccomp's program "
+               f"alone: {alone}) | | " + " | ".join(counts.get(label, "") for label, _ in variants[1:]) + " | |")
     return out
+
+
+def filter_instructions() -> tuple[dict[str, str], str]:
+    """The instructions the filter runs for personality(0xffffffff) on each arch of the loop's
+    profile, per column label, and for libseccomp's program alone: what each mode adds to or
+    takes from an argument-filtered call."""
+    from ocishim import syscalls
+    from ocishim.patch import patch_profile
+
+    profile = load_seccomp(docker_seccomp())
+
+    def run(program, arches) -> str:
+        return " / ".join(str(len(emu.run(program, arch, syscalls.resolve(arch.name, "personality"),
+                                          (0xFFFFFFFF,)).trace)) for arch in arches)
+    cells = {}
+    for mode in MODES:
+        patched = patch_profile(profile, mode)
+        cells["unpatched (off)" if mode == "off" else mode] = run(patched.program, patched.compiled.arches)
+    cells["crun + ocishim unnamed"] = cells["unnamed"]
+    return cells, run(patched.compiled.program, patched.compiled.arches)
+
+
+def load_seccomp(seccomp: dict):
+    """The Profile of a linux.seccomp object, read as `ocishim exec` reads the loop's file."""
+    path = Path(tempfile.mkdtemp(prefix="h11-bench-p-")) / "docker.json"
+    try:
+        path.write_text(json.dumps(seccomp))
+        return load(str(path)).profile
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ the audit agent
@@ -507,7 +544,8 @@ def mix_counts(tmp: Path) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10, help="runs per start-up figure (median; default 10)")
-    ap.add_argument("--iterations", type=int, default=1_000_000, help="calls per syscall batch")
+    ap.add_argument("--iterations", type=int, default=20_000, help="calls per syscall batch")
+    ap.add_argument("--batches", type=int, default=100, help="batches per run of the syscall loop (the fastest counts)")
     ap.add_argument("--only", action="append", choices=("startup", "syscall", "bpf", "audit"))
     ap.add_argument("--out", type=Path, default=OUT, help="the Markdown file (default docs/benchmarks.md)")
     args = ap.parse_args()
@@ -539,13 +577,14 @@ def main() -> int:
                     *breakdown, ""]
         if "syscall" in only:
             print("per syscall:", file=sys.stderr)
-            doc += ["## Per syscall", "", "A static C loop (`syscall(nr, arg)`, best of 5 batches of "
-                    f"{args.iterations} calls, the lowest of 5 runs taken in turn) under `ocishim exec docker.json --enosys MODE`. "
+            doc += ["## Per syscall", "", f"A static C loop (`syscall(nr, arg)`, the fastest of {args.batches} "
+                    f"batches of {args.iterations} calls, the lowest of 5 runs taken in turn) under "
+                    "`ocishim exec docker.json --enosys MODE` (`python scripts/bench.py --only syscall`). "
                     "getppid is allowed for every argument, so the kernel's action cache passes it without "
                     "running the filter; personality(0xffffffff) runs the filter to an argument rule. The last "
                     "two columns run the same loop in a crun container: crun compiling the profile itself "
                     "(libseccomp without the binary tree), and crun loading ocishim's program (annotation).", "",
-                    *per_syscall(bindir, tmp, args.iterations), ""]
+                    *per_syscall(bindir, tmp, args.iterations, args.batches), ""]
         if "audit" in only:
             print("audit agent:", file=sys.stderr)
             doc += ["## Audit agent", "", "One process looping on a call the filter refuses (reboot, "
