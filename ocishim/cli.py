@@ -1072,8 +1072,12 @@ def _is_int(text: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `ocishim` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .startup import site_directories, whole_site
+
     if argv == ["hook", "precreate"]:
+        site_directories()  # started with -IS: for the binding, on a cache miss
         return _hook_precreate()  # once per container: no parser, no libseccomp binding
+    whole_site()
     args = _plain_run(argv) if argv[:1] == ["run"] else None
     if args is None:
         args = _parse(argv)

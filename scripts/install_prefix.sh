@@ -32,11 +32,11 @@ launcher() {  # NAME MODULE FLAGS
 		"$python" "$3" "'$prefix/lib/ocishim'" "$2" > "$root/bin/$1"
 	chmod 0755 "$root/bin/$1"
 }
-launcher ocishim ocishim.cli -I
-# Without site as well (-IS, one word: the kernel hands a #! line's flags over as one
-# argument): a pass-through (four of containerd's five calls per container) needs only
-# this package; create, run and --ocishim-version run site's set-up themselves
-# (ocishim/integrations/wrapper.py), for the distribution's binding.
+# Without site (-IS, one word: the kernel hands a #! line's flags over as one argument):
+# the hook (once per container) and a pass-through (four of containerd's five calls per
+# container) need only this package and the binding on the site directories' paths;
+# every other command runs site's set-up itself (ocishim/startup.py).
+launcher ocishim ocishim.cli -IS
 launcher ocishim-runtime ocishim.runtime -IS
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT

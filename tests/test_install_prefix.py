@@ -67,7 +67,38 @@ def _fake_runtime(tmp_path: Path) -> Path:
 
 def test_launchers(prefix):
     assert (prefix / "bin" / "ocishim-runtime").read_text().splitlines()[0] == f"#!{PYTHON} -IS"
-    assert (prefix / "bin" / "ocishim").read_text().splitlines()[0] == f"#!{PYTHON} -I"
+    assert (prefix / "bin" / "ocishim").read_text().splitlines()[0] == f"#!{PYTHON} -IS"
+
+
+def test_hook_without_site_compiles_with_the_binding(prefix, tmp_path):
+    """The hook, started without site, still reaches the binding on a cache miss (the
+    cache is off): the config comes back with crun's program, which only a compile makes."""
+    hook = subprocess.run([str(prefix / "bin" / "ocishim"), "hook", "precreate"], input=json.dumps(CONFIG),
+                          capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert hook.returncode == 0, (hook.stderr, (tmp_path / "ocishim.log").read_text())
+    assert "run.oci.seccomp_bpf_data" in json.loads(hook.stdout)["annotations"]
+
+
+def test_other_commands_work_without_site(prefix, tmp_path):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(CONFIG["linux"]["seccomp"]))
+    explained = subprocess.run([str(prefix / "bin" / "ocishim"), "explain", str(profile), "--arch", "x86_64",
+                                "read", "mseal"], capture_output=True, text=True, env=_env(tmp_path),
+                               timeout=120)
+    assert explained.returncode == 0, explained.stderr
+    assert "mseal" in explained.stdout
+
+
+@pytest.mark.parametrize("call,whole", [("site_directories", False), ("whole_site", True)])
+def test_startup_sets_up_site(call, whole):
+    """Under -S: site_directories puts the site directories on sys.path and nothing else;
+    whole_site runs site.main() (which, among others, defines the builtin quit)."""
+    code = (f"import builtins, sys\nsys.path.insert(0, {str(REPO)!r})\n"
+            f"from ocishim import startup\nstartup.{call}()\nimport os, site\n"
+            "print(all(d in sys.path for d in site.getsitepackages() if os.path.isdir(d)), "
+            "hasattr(builtins, 'quit'))")
+    done = subprocess.run([PYTHON, "-IS", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", str(whole)]
 
 
 def test_pass_through_is_the_runtime_itself(prefix, tmp_path):

@@ -93,10 +93,12 @@ import elftools, psutil' || die "the node's $HOST_PYTHON lacks Python 3.11+ with
 	rm -rf "$INSTALL_DIR/lib/ocishim"
 	mv "$INSTALL_DIR/lib/ocishim.new" "$INSTALL_DIR/lib/ocishim"
 	local name module
+	# -IS (one word: the kernel hands a #! line's flags over as one argument): the hook and
+	# a pass-through skip site's .pth files and sitecustomize (ocishim/startup.py).
 	for name in ocishim ocishim-runtime; do
 		module=ocishim.cli
 		[ "$name" = ocishim-runtime ] && module=ocishim.runtime
-		printf '#!%s -I\nimport sys\nsys.path.insert(0, %s)\nfrom %s import main\nsys.exit(main())\n' \
+		printf '#!%s -IS\nimport sys\nsys.path.insert(0, %s)\nfrom %s import main\nsys.exit(main())\n' \
 			"$HOST_PYTHON" "'$INSTALL_DIR/lib/ocishim'" "$module" > "$INSTALL_DIR/bin/$name.new"
 		chmod 0755 "$INSTALL_DIR/bin/$name.new"
 		mv -f "$INSTALL_DIR/bin/$name.new" "$INSTALL_DIR/bin/$name"

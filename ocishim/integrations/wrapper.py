@@ -552,19 +552,11 @@ def version_text() -> str:
 
 
 def _whole_site() -> None:
-    """site's whole set-up where the launcher started Python without it (-S: the Debian
-    package and `make install`, for a quick pass-through): the site directories with
-    their .pth files, and sitecustomize, as a normal start has them, for create, run and
-    --ocishim-version (the libseccomp binding, psutil). Once; nothing without -S."""
-    global _SITE_DONE
-    if sys.flags.no_site and not _SITE_DONE:
-        _SITE_DONE = True
-        import site
+    """site's whole set-up (ocishim/startup.py) for create, run and --ocishim-version:
+    the libseccomp binding, psutil."""
+    from ..startup import whole_site
 
-        site.main()
-
-
-_SITE_DONE = False
+    whole_site()
 
 
 def main(argv: "Sequence[str] | None" = None) -> int:
