@@ -113,7 +113,7 @@ def test_installer_against_a_real_containerd(host: Path, tmp_path: Path) -> None
     done = _installer(host, "install")
     assert done.returncode == 0, done.stderr
     wrapper = host / "opt" / "ocishim" / "bin" / "ocishim-runtime"
-    assert wrapper.read_text().startswith("#!/usr/bin/python3 -I\n")
+    assert wrapper.read_text().startswith("#!/usr/bin/python3 -IS\n")
     written = tomllib.loads(config.read_text())
     runtimes = written["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
     assert runtimes["ocishim"] == {"runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": str(wrapper)}}
