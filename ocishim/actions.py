@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
+
+from .record import Record
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 # SECCOMP_RET_* values (linux/seccomp.h). The low 16 bits carry data.
 RET_KILL_PROCESS = 0x80000000
@@ -22,11 +25,19 @@ EPERM = _errno.EPERM
 ENOSYS = _errno.ENOSYS
 
 
-@dataclass(frozen=True)
-class ActionSpec:
-    oci: str
-    base: int
-    takes_errno: bool
+class ActionSpec(Record):
+    __slots__ = ("oci", "base", "takes_errno")
+
+    def __init__(self, oci: str, base: int, takes_errno: bool) -> None:
+        _set(self, "oci", oci)
+        _set(self, "base", base)
+        _set(self, "takes_errno", takes_errno)
+
+    def _values(self) -> tuple:
+        return (self.oci, self.base, self.takes_errno)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 ACTIONS: dict[str, ActionSpec] = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .record import Record
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 _64BIT = 0x80000000
 _LE = 0x40000000
@@ -12,8 +14,7 @@ X32_SYSCALL_BIT = 0x40000000
 ARM_PRIVATE_BASE = 0x0F0000
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(Record):
     """One seccomp architecture.
 
     `token` is what libseccomp calls the arch (SCMP_ARCH_*); `audit` is the value
@@ -21,11 +22,21 @@ class Arch:
     AUDIT_ARCH_X86_64 and is told apart by X32_SYSCALL_BIT in nr.
     """
 
-    name: str  # lower-case short name, as in ../shared/data/syscalls
-    token: int
-    audit: int
-    little_endian: bool
-    bits: int
+    # name: lower-case short name, as in ../shared/data/syscalls
+    __slots__ = ("name", "token", "audit", "little_endian", "bits")
+
+    def __init__(self, name: str, token: int, audit: int, little_endian: bool, bits: int) -> None:
+        _set(self, "name", name)
+        _set(self, "token", token)
+        _set(self, "audit", audit)
+        _set(self, "little_endian", little_endian)
+        _set(self, "bits", bits)
+
+    def _values(self) -> tuple:
+        return (self.name, self.token, self.audit, self.little_endian, self.bits)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     @property
     def oci(self) -> str:

@@ -20,7 +20,6 @@ import select
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -105,12 +104,73 @@ def compile_profile(profile: Profile, native: Arch | None = None) -> Compiled:
 
     libseccomp runs in a child process under COMPILE_TIMEOUT and COMPILE_MEMORY.
     """
+    return _in_child(_compile_profile, profile.path or "linux.seccomp", profile, native, warm=_warm_arches(profile, native))
+
+
+def _warm_arches(profile: Profile, native: Arch | None) -> list[str]:
     listed = [BY_OCI[n].name for n in profile.architectures if n in BY_OCI]
-    warm = [(native or libseccomp.native()).name] + listed
-    return _in_child(_compile_profile, profile.path or "linux.seccomp", profile, native, warm=warm)
+    return [(native or libseccomp.native()).name] + listed
+
+
+class CompileJob:
+    """compile_profile started in its child process; `then` goes on there once the program is sent.
+
+    The parent works on while libseccomp compiles, and a second core checks what it can
+    of the result while the parent builds on it (patch.check). compiled() gives the
+    Compiled exactly as compile_profile does, errors included; then_result() gives what
+    `then` returned, or None when the child could not give it (any exception, the time
+    limit, the memory limit): the caller then does that work itself, so nothing `then`
+    does can change a result. close() ends and reaps the child; always call it.
+    """
+
+    def __init__(self, profile: Profile, native: Arch | None,
+                 then: Callable[[Compiled], Any] | None = None) -> None:
+        self.child: _Child | None = None
+        self._compiled: Compiled | None = None
+        compile_timeout()  # a bad test limit is refused, isolated or not
+        if not ISOLATE:
+            self._compiled = _compile_profile(profile, native)
+            return
+        self.child = _Child(_compile_lib, profile.path or "linux.seccomp", (profile, native), then,
+                            _warm_arches(profile, native))
+
+    def compiled(self) -> Compiled:
+        if self._compiled is None:
+            assert self.child is not None
+            # The numbers the program answers by rules are found here, not in the child:
+            # the child is checking the program meanwhile (the same code, the same errors).
+            self._compiled = _with_rule_numbers(self.child.result())
+        return self._compiled
+
+    @property
+    def runs_then(self) -> bool:
+        """True when `then` runs in a child (with ISOLATE off there is no child, and no then)."""
+        return self.child is not None and self.child.then is not None
+
+    def then_result(self) -> Any:
+        if self.child is None:
+            return None
+        return self.child.then_result()
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.close()
 
 
 def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
+    return _with_rule_numbers(_compile_lib(profile, native))
+
+
+def _with_rule_numbers(compiled: Compiled) -> Compiled:
+    """compiled with named(A) completed by the numbers its program answers by rules."""
+    named = {arch.name: compiled.named[arch.name] | answered_by_rules(compiled.program, arch, compiled.default_action)
+             for arch in compiled.arches}
+    return Compiled(compiled.program, compiled.arches, compiled.default_action, compiled.bad_arch_action,
+                    compiled.flags, named, compiled.pending, compiled.unknown, compiled.warnings)
+
+
+def _compile_lib(profile: Profile, native: Arch | None) -> Compiled:
+    """libseccomp's program and the patcher's data; named(A) holds the table's numbers only."""
     host = libseccomp.native()
     native = native or host
     default = action_value(profile.default_action, profile.default_errno_ret)
@@ -139,7 +199,7 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
                 if nr is not None:
                     named[arch_name].add(nr)
 
-            known_by_table = any(syscalls.resolve(a, name) is not None for a in syscalls.arches())
+            known_by_table = syscalls.known(name)
             if not known_by_table and not any(libseccomp.knows(a, name) for a in arches):
                 unknown.setdefault(name, None)
                 continue
@@ -159,8 +219,6 @@ def _compile_profile(profile: Profile, native: Arch | None) -> Compiled:
     bad_arch = flt.get_attr(pyseccomp.Attr.ACT_BADARCH) & 0xFFFFFFFF
     _check_returns(program, {default, bad_arch} | {action_value(r.action, r.errno_ret)
                                                     for r in profile.syscalls})
-    for arch in arches:
-        named[arch.name] |= answered_by_rules(program, arch, default)
     return Compiled(
         program=program,
         arches=arches,
@@ -392,59 +450,116 @@ def _in_child(fn: Callable[..., Any], where: str, *args: Any, warm: Sequence[str
     If another thread held a lock at fork time and the child blocks on it, the time
     limit ends it like a libseccomp loop: the compile fails, closed.
     """
-    limit = compile_timeout()
+    compile_timeout()  # a bad test limit is refused, isolated or not
     if not ISOLATE:
         return fn(*args)
-    _warm_caches(warm)
-    rfd, wfd = os.pipe()
+    child = _Child(fn, where, args, None, warm)
     try:
-        pid = os.fork()
-    except OSError as exc:
-        os.close(rfd)
-        os.close(wfd)
-        raise CompileError(where, f"cannot start a process to run libseccomp in ({exc.strerror})") from None
-    if pid == 0:  # the child: never returns
-        # A collection would touch every inherited object and copy its page: the child
-        # is short-lived, so it frees nothing and skips that cost.
-        gc.disable()
-        status = 1
-        try:
-            os.close(rfd)
-            status = _child_run(fn, args, wfd)
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    reaped = False
-    try:
-        data, timed_out = _read_until(rfd, time.monotonic() + limit)
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        reaped = True
+        return child.result()
     finally:
-        os.close(rfd)
-        if not reaped:  # interrupted (KeyboardInterrupt): leave no child behind
+        child.close()
+
+
+class _Child:
+    """One forked child running fn(*args), then optionally then(value), under the limits.
+
+    The child sends length-prefixed pickles on a pipe: fn's outcome, then then's. The
+    parent reads the first with result() (fn's value, or its exception re-raised here)
+    and the second with then_result() (None unless then returned normally), both before
+    one deadline, COMPILE_TIMEOUT (or the test limit) after the fork.
+    """
+
+    def __init__(self, fn: Callable[..., Any], where: str, args: tuple[Any, ...],
+                 then: Callable[[Any], Any] | None, warm: Sequence[str] | None) -> None:
+        self.where = where
+        self.limit = compile_timeout()
+        _warm_caches(warm)
+        rfd, wfd = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(rfd)
+            os.close(wfd)
+            raise CompileError(where, f"cannot start a process to run libseccomp in ({exc.strerror})") from None
+        if pid == 0:  # the child: never returns
+            # A collection would touch every inherited object and copy its page: the child
+            # is short-lived, so it frees nothing and skips that cost.
+            gc.disable()
+            status = 1
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-    if timed_out:
-        raise CompileError(where, f"libseccomp did not finish compiling these rules within {limit:g} s")
-    if not data:
-        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-               else f"exited with status {os.waitstatus_to_exitcode(status)}")
-        raise CompileError(where, f"libseccomp's process {how} while compiling these rules")
-    kind, value = pickle.loads(data)
-    if kind == "ok":
-        return value
-    if kind == "error":  # an OcishimError: rebuilt by class, where and message
-        cls, err_where, message = value
-        raise cls(err_where, message)
-    if kind == "memory":
-        raise CompileError(where, f"libseccomp needed more than {COMPILE_MEMORY >> 20} MiB "
-                                  "to compile these rules")
-    raise value  # any other exception, as fn raised it (a bug, not the profile's fault)
+                os.close(rfd)
+                status = _child_run(fn, args, wfd, then)
+            finally:
+                os._exit(status)
+        os.close(wfd)
+        self.pid, self.rfd, self.then = pid, rfd, then
+        self.frames_left = 1 if then is None else 2  # what the child sends at most
+        self.deadline = time.monotonic() + self.limit
+        self.buffer = b""
+        self.eof = self.timed_out = False
+        self.status: int | None = None
+
+    def _frame(self) -> bytes | None:
+        """The next whole message, or None at the end of the pipe or the deadline."""
+        while True:
+            if len(self.buffer) >= 8:
+                size = int.from_bytes(self.buffer[:8], "big")
+                if len(self.buffer) >= 8 + size:
+                    data, self.buffer = self.buffer[8:8 + size], self.buffer[8 + size:]
+                    self.frames_left -= 1
+                    return data
+            if self.eof or self.timed_out:
+                return None
+            chunk, self.timed_out = _read_some(self.rfd, self.deadline)
+            self.eof = not chunk and not self.timed_out
+            self.buffer += chunk
+
+    def _reap(self, kill: bool) -> int:
+        if self.status is None:
+            if kill:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _, self.status = os.waitpid(self.pid, 0)
+            os.close(self.rfd)
+        return self.status
+
+    def result(self) -> Any:
+        data = self._frame()
+        if data is None:
+            status = self._reap(kill=self.timed_out)
+            if self.timed_out:
+                raise CompileError(self.where, f"libseccomp did not finish compiling these rules within {self.limit:g} s")
+            how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exited with status {os.waitstatus_to_exitcode(status)}")
+            raise CompileError(self.where, f"libseccomp's process {how} while compiling these rules")
+        kind, value = pickle.loads(data)
+        if kind == "ok":
+            return value
+        self.frames_left = 0  # the child sends nothing more after a failure
+        if kind == "error":  # an OcishimError: rebuilt by class, where and message
+            cls, err_where, message = value
+            raise cls(err_where, message)
+        if kind == "memory":
+            raise CompileError(self.where, f"libseccomp needed more than {COMPILE_MEMORY >> 20} MiB "
+                                           "to compile these rules")
+        raise value  # any other exception, as fn raised it (a bug, not the profile's fault)
+
+    def then_result(self) -> Any:
+        data = self._frame() if self.status is None else None
+        if data is None:
+            return None
+        try:
+            kind, value = pickle.loads(data)
+        except Exception:
+            return None
+        return value if kind == "ok" else None
+
+    def close(self) -> None:
+        """Reap the child: it leaves by itself once it has sent everything; otherwise it
+        is ended first (nothing more is read from it)."""
+        self._reap(kill=self.frames_left > 0)
 
 
 def _warm_caches(arches: Sequence[str] | None = None) -> None:
@@ -457,6 +572,7 @@ def _warm_caches(arches: Sequence[str] | None = None) -> None:
     for arch_name in arches if arches is not None else syscalls.arches():
         if arch_name in syscalls.arches():
             syscalls.resolve(arch_name, "read")
+    syscalls.known("read")
     libseccomp.supported_arches()
     libseccomp.version()
 
@@ -487,8 +603,9 @@ def _address_space() -> int:
     raise OSError("no VmSize in /proc/self/status")
 
 
-def _child_run(fn: Callable[..., Any], args: tuple[Any, ...], wfd: int) -> int:
-    """Run fn and write the pickled outcome to wfd; the exit status."""
+def _child_run(fn: Callable[..., Any], args: tuple[Any, ...], wfd: int,
+               then: Callable[[Any], Any] | None = None) -> int:
+    """Run fn and write the pickled outcome to wfd, then then's; the exit status."""
     try:
         _child_setup()
         outcome: tuple[str, Any] = ("ok", fn(*args))
@@ -501,24 +618,32 @@ def _child_run(fn: Callable[..., Any], args: tuple[Any, ...], wfd: int) -> int:
     try:
         data = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
     except Exception:
+        import traceback
+
         data = pickle.dumps(("raise", RuntimeError("".join(
             traceback.format_exception(outcome[1])).strip())))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(wfd, view):]
+    _write_frame(wfd, data)
+    if then is not None and outcome[0] == "ok":
+        try:
+            follow: tuple[str, Any] = ("ok", then(outcome[1]))
+            data = pickle.dumps(follow, pickle.HIGHEST_PROTOCOL)
+        except BaseException:  # the parent does this work itself
+            data = pickle.dumps(("failed", None))
+        _write_frame(wfd, data)
     return 0
 
 
-def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
-    """Everything the child writes to fd until it closes it; (data, True) when the deadline passes first."""
-    chunks: list[bytes] = []
+def _write_frame(wfd: int, data: bytes) -> None:
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[os.write(wfd, view):]
+
+
+def _read_some(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """What the child has written to fd (b"" at its end); (b"", True) when the deadline passes first."""
     poller = select.poll()  # not select(): fd may be above FD_SETSIZE in a busy process
     poller.register(fd, select.POLLIN)
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            return b"", True
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
+    left = deadline - time.monotonic()
+    if left <= 0 or not poller.poll(left * 1000):
+        return b"", True
+    return os.read(fd, 1 << 20), False

@@ -13,33 +13,59 @@ Offsets only grow when a jump becomes long, so relaxing until nothing changes en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
+from ..record import Record
 from ..errors import BpfError
 from .insn import JA, JMP, Insn
 
 MAX_SHORT = 255
 
-
-@dataclass(frozen=True)
-class Label:
-    name: str
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 
-@dataclass(frozen=True)
-class Cond:
+class Label(Record):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        _set(self, "name", name)
+
+    def _values(self) -> tuple:
+        return (self.name,)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
+
+
+class Cond(Record):
     """A conditional jump (code is JMP|JEQ/JGT/JGE/JSET|K) to labels jt and jf."""
 
-    code: int
-    k: int
-    jt: str
-    jf: str
+    __slots__ = ("code", "k", "jt", "jf")
+
+    def __init__(self, code: int, k: int, jt: str, jf: str) -> None:
+        _set(self, "code", code)
+        _set(self, "k", k)
+        _set(self, "jt", jt)
+        _set(self, "jf", jf)
+
+    def _values(self) -> tuple:
+        return (self.code, self.k, self.jt, self.jf)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class Goto:
-    target: str
+class Goto(Record):
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        _set(self, "target", target)
+
+    def _values(self) -> tuple:
+        return (self.target,)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 Item = Union[Insn, Label, Cond, Goto]

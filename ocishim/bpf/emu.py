@@ -10,9 +10,9 @@ kernel's seccomp_check_filter refuses anything else, and so does this emulator.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Sequence
 
+from ..record import Record
 from ..arch import Arch
 from ..errors import BpfError
 from .insn import (
@@ -22,6 +22,8 @@ from .insn import (
 )
 
 _MASK = 0xFFFFFFFF
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 
 def seccomp_data(arch: Arch, nr: int, args: Sequence[int] = (), ip: int = 0) -> bytes:
@@ -39,13 +41,21 @@ def _to_int32(nr: int) -> int:
     return nr - (1 << 32) if nr & 0x80000000 else nr
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(Record):
     """What the program returned, the instructions it executed, and the data offsets it read."""
 
-    ret: int
-    trace: tuple[int, ...]
-    loads: frozenset[int]
+    __slots__ = ("ret", "trace", "loads")
+
+    def __init__(self, ret: int, trace: tuple[int, ...], loads: frozenset[int]) -> None:
+        _set(self, "ret", ret)
+        _set(self, "trace", trace)
+        _set(self, "loads", loads)
+
+    def _values(self) -> tuple:
+        return (self.ret, self.trace, self.loads)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     @property
     def read_args(self) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ..record import Record
 from ..errors import BpfError
 
 # Instruction classes and fields (linux/filter.h, linux/bpf_common.h).
@@ -34,6 +34,8 @@ OFF_ARGS = 16
 _STRUCT = {"little": struct.Struct("<HBBI"), "big": struct.Struct(">HBBI")}
 INSN_SIZE = 8
 
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
+
 
 def bpf_class(code: int) -> int:
     return code & 0x07
@@ -55,12 +57,23 @@ def bpf_src(code: int) -> int:
     return code & 0x08
 
 
-@dataclass(frozen=True)
-class Insn:
-    code: int
-    jt: int = 0
-    jf: int = 0
-    k: int = 0
+class Insn(Record):
+    __slots__ = ("code", "jt", "jf", "k")
+
+    def __init__(self, code: int, jt: int = 0, jf: int = 0, k: int = 0) -> None:
+        _set(self, "code", code)
+        _set(self, "jt", jt)
+        _set(self, "jf", jf)
+        _set(self, "k", k)
+        if not (0 <= code <= 0xFFFF and 0 <= jt <= 0xFF and 0 <= jf <= 0xFF
+                and 0 <= k <= 0xFFFFFFFF):
+            raise BpfError("", f"instruction field out of range: {self!r}")
+
+    def _values(self) -> tuple:
+        return (self.code, self.jt, self.jf, self.k)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def __post_init__(self) -> None:
         if not (0 <= self.code <= 0xFFFF and 0 <= self.jt <= 0xFF and 0 <= self.jf <= 0xFF

@@ -18,9 +18,9 @@ every branch, which counts more numbers as named, the safe direction for the stu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
+from ..record import Record
 from ..arch import Arch
 from ..errors import BpfError
 from .emu import alu, compare
@@ -36,14 +36,24 @@ ANY = -1
 
 Value = int | str | None  # constant, NR, or unknown
 
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
-@dataclass(frozen=True)
-class Span:
+
+class Span(Record):
     """nr in [lo, hi] (inclusive) gets one of `answers` (SECCOMP_RET_* values, or ANY)."""
 
-    lo: int
-    hi: int
-    answers: frozenset[int]
+    __slots__ = ("lo", "hi", "answers")
+
+    def __init__(self, lo: int, hi: int, answers: frozenset[int]) -> None:
+        _set(self, "lo", lo)
+        _set(self, "hi", hi)
+        _set(self, "answers", answers)
+
+    def _values(self) -> tuple:
+        return (self.lo, self.hi, self.answers)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[int, int, int]]:

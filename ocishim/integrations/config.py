@@ -20,31 +20,46 @@ from __future__ import annotations
 
 import base64
 import copy
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..record import Record
 from .. import libseccomp, syscalls
 from ..actions import action_value, strictness
 from ..bpf.insn import encode
 from ..compile import MULTIPLEXED
 from ..errors import ProfileError
-from ..patch import Mode, Patched, Version, patch_profile
-from ..patch.compare import weakenings
+from ..patch import Mode, Version, patch_profile
 from ..patch.enosys import contains, stub_applies
 from ..profile import jsontext, load_object
 from ..profile.model import Profile
 from .settings import Settings, for_container
 
+if TYPE_CHECKING:
+    from ..patch import Patched
+
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
 ENOSYS = 38
 
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
-@dataclass(frozen=True)
-class Rewrite:
-    config: dict[str, Any] | None  # None: the config asks for no filter, leave it alone
-    patched: Patched | None
-    enosys_names: tuple[str, ...] = ()  # the portable rule's names
-    uncovered: tuple[tuple[str, int], ...] = ()  # (arch, nr) in E(A) a JSON rule cannot reach
+
+class Rewrite(Record):
+    # config: None: the config asks for no filter, leave it alone
+    # enosys_names: the portable rule's names
+    # uncovered: (arch, nr) in E(A) a JSON rule cannot reach
+    __slots__ = ("config", "patched", "enosys_names", "uncovered")
+
+    def __init__(self, config: dict[str, Any] | None, patched: Patched | None, enosys_names: tuple[str, ...] = (), uncovered: tuple[tuple[str, int], ...] = ()) -> None:
+        _set(self, "config", config)
+        _set(self, "patched", patched)
+        _set(self, "enosys_names", enosys_names)
+        _set(self, "uncovered", uncovered)
+
+    def _values(self) -> tuple:
+        return (self.config, self.patched, self.enosys_names, self.uncovered)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 def _our_rule(names: list[str]) -> dict[str, Any]:
@@ -168,6 +183,8 @@ def rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None = None,
         # The patch of the config without it appends this very rule again, and nothing
         # answers less strictly: the config comes out as it went in (re-patching is stable),
         # and no rule of the profile is removed or changed.
+        from ..patch.compare import weakenings
+
         if previous == list(stripped.enosys_names) and \
                 not weakenings(stripped.patched, kept.patched):
             return stripped
@@ -210,12 +227,13 @@ def rewrite_for_container(config: dict[str, Any], settings: Settings, source: st
     result, where the settings and ocishim.audit ask for it (settings.audit_wanted): it changes
     no answer, and the listener goes only to the settings' agent socket.
     """
-    from ..audit import audit_config
     from .settings import audit_wanted
 
     audited = audit_wanted(settings, config)  # before anything changes config's annotations
     result = _for_container(config, settings, source)
     if audited and result.config is not None:
+        from ..audit import audit_config
+
         audit_config(result.config, result.patched, result.enosys_names, settings.audit_socket)
     return result
 
@@ -230,6 +248,8 @@ def _for_container(config: dict[str, Any], settings: Settings, source: str) -> R
     by_annotation = "annotations.ocishim.unknown-syscall" in changed
     result = rewrite(config, chosen.mode, chosen.emulate, source, chosen.unknown_fail and (
         "annotations.ocishim.unknown-syscall=fail" if by_annotation else by_setting))
+    from ..patch.compare import weakenings
+
     found = weakenings(result.patched, base.patched)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

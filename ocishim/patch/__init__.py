@@ -35,22 +35,32 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
     check: prove libseccomp's program and the patched one against the profile and repair
     libseccomp where it is weaker (patch.check); off only for tools that check themselves.
     """
-    from ..compile import compile_profile
+    from ..compile import CompileJob
     from ..errors import CompileError
-    from .stub import build
 
     if isinstance(mode, str):
         mode = parse_mode(mode)
-    compiled: Compiled = compile_profile(profile, native)
-    if unknown_fail and compiled.unknown:
-        paths = {name: rule.path for rule in profile.syscalls for name in rule.names}
-        first = compiled.unknown[0]
-        who = unknown_fail if isinstance(unknown_fail, str) else "--unknown-syscall=fail"
-        raise CompileError(paths.get(first, "syscalls"),
-                           f"unknown syscall {first!r} ({who}); "
-                           f"all unknown: {', '.join(compiled.unknown)}")
-    if not check:
-        return build(compiled, mode, emulate)
-    from .check import check_and_repair
+    if check:
+        # The checker is imported before the fork, so that the compile's child can check
+        # libseccomp's program while this process builds the patched one and checks that.
+        from .check import check_and_repair, checking_child
 
-    return check_and_repair(profile, compiled, mode, emulate)
+        job = CompileJob(profile, native, checking_child(profile))
+    else:
+        job = CompileJob(profile, native)
+    try:
+        from .stub import build  # while libseccomp compiles
+
+        compiled: Compiled = job.compiled()
+        if unknown_fail and compiled.unknown:
+            paths = {name: rule.path for rule in profile.syscalls for name in rule.names}
+            first = compiled.unknown[0]
+            who = unknown_fail if isinstance(unknown_fail, str) else "--unknown-syscall=fail"
+            raise CompileError(paths.get(first, "syscalls"),
+                               f"unknown syscall {first!r} ({who}); "
+                               f"all unknown: {', '.join(compiled.unknown)}")
+        if not check:
+            return build(compiled, mode, emulate)
+        return check_and_repair(profile, compiled, mode, emulate, job)
+    finally:
+        job.close()

@@ -17,18 +17,20 @@ a stub that departs from rule 1, refuses the profile: no filter rather than a wr
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import libseccomp, syscalls
 from ..actions import describe, strictness
-from ..compile import Compiled
+from ..compile import Compiled, CompileJob
 from ..errors import CompileError
 from ..profile.model import Profile
 from ..verify.check import Difference, Report, check_program, check_rule1
 from ..verify.meaning import Meaning, OnNr, Refused
 from ..verify.regions import Budget, Undecidable
 from .enosys import Mode, Version
-from .stub import Patched, build
+
+if TYPE_CHECKING:
+    from .stub import Patched
 
 
 # Regions the build's check may walk, cut or test: Docker's default profile takes about 1,900
@@ -66,20 +68,66 @@ def _refuse(profile: Profile, report: Report, why: str) -> CompileError:
     return CompileError(profile.field_path("syscalls"), f"{why}: {first}")
 
 
+def _check_libseccomp(profile: Profile, compiled: Compiled, meaning: Meaning | None = None) -> Report:
+    if meaning is None:
+        meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
+    return check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(compiled))
+
+
+def checking_child(profile: Profile) -> Callable[[Compiled], Any]:
+    """What the compile's child does once it has sent the program (compile.CompileJob): the
+    check of libseccomp's program against the profile, on its own budget, while the parent
+    builds and checks the patched program. Returns (report, regions spent)."""
+    def then(compiled: Compiled) -> tuple[Report, int]:
+        with Budget(BUDGET) as budget:
+            report = _check_libseccomp(profile, compiled)
+        return report, BUDGET - budget.left
+    return then
+
+
+def _both_checks(profile: Profile, compiled: Compiled, patched: Patched, meaning: Meaning,
+                 job: CompileJob | None) -> tuple[Report, Report]:
+    """libseccomp's program against the profile and the patched program against rule 1,
+    within one budget of BUDGET regions for both; Undecidable past it.
+
+    With a job whose child checked libseccomp's program meanwhile (checking_child), only
+    rule 1 is checked here. Its report is the same as this process would make, and the two
+    spent no more than BUDGET together; otherwise (the child failed, or the budget) both
+    checks run here, in order, as they always did: the result never depends on the child.
+    """
+    own = own_numbers(compiled)
+    if job is not None and job.runs_then:
+        try:
+            with Budget(BUDGET) as budget:
+                first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, own)
+            spent = BUDGET - budget.left
+        except Exception:
+            first = None  # checked again below, after libseccomp's program, as always
+        found = job.then_result() if first is not None else None
+        if found is not None and found[1] + spent <= BUDGET:
+            return found[0], first
+    with Budget(BUDGET):
+        lib = _check_libseccomp(profile, compiled, meaning)
+        first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, own)
+    return lib, first
+
+
 def check_and_repair(profile: Profile, compiled: Compiled, mode: Mode,
-                     emulate: Version | None = None) -> Patched:
+                     emulate: Version | None = None, job: CompileJob | None = None) -> Patched:
     """Build the patched filter for compiled and prove it; repair libseccomp where it is weaker.
 
+    job: the compile of compiled, whose child checks libseccomp's program meanwhile
+    (checking_child); without it, both checks run here.
     The result carries the repaired numbers and the notes for the log."""
+    from .stub import build
+
     patched = build(compiled, mode, emulate)  # libseccomp's refusals first, naming the rule
     try:
         meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
     except Refused as exc:
         raise CompileError(profile.field_path("syscalls"), str(exc)) from None
     try:
-        with Budget(BUDGET):
-            lib = check_program(compiled.program, meaning, "libseccomp vs profile", known=lacked(compiled))
-            first = check_rule1(patched.program, compiled.program, meaning, patched.enosys, own_numbers(compiled))
+        lib, first = _both_checks(profile, compiled, patched, meaning, job)
     except Undecidable as exc:
         # As every runtime does today: libseccomp's program unseen, but said plainly.
         return replace(patched, notes=(f"unchecked: {exc.message}; libseccomp's program is used "

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..actions import ENOSYS, RET_ERRNO, describe, strictness
 from ..bpf import reach
 from ..arch import nr_domain
 from .enosys import contains
-from .stub import Patched
+
+if TYPE_CHECKING:
+    from .stub import Patched
 
 _ENOSYS_RET = RET_ERRNO | ENOSYS
 

@@ -9,10 +9,12 @@ ARM private calls 0xf0000 + n. Versions are (major, minor) tuples.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
+from ..record import Record
 from ..arch import ARCHES
 from ..modes import KERNEL_PART_MAX, format_version, parse_version  # noqa: F401 (re-exported)
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 
 def _full_table():  # noqa: ANN202
@@ -25,16 +27,24 @@ def _full_table():  # noqa: ANN202
 Version = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class _ArchTable:
+class _ArchTable(Record):
     """The lookups for one arch, built once from its rows."""
 
-    by_name: dict[str, int]
-    by_nr: dict[int, str]
-    since: dict[int, Version]
-    until: dict[int, Version]
-    numbers: tuple[int, ...]
-    floor: Version
+    __slots__ = ("by_name", "by_nr", "since", "until", "numbers", "floor")
+
+    def __init__(self, by_name: dict[str, int], by_nr: dict[int, str], since: dict[int, Version], until: dict[int, Version], numbers: tuple[int, ...], floor: Version) -> None:
+        _set(self, "by_name", by_name)
+        _set(self, "by_nr", by_nr)
+        _set(self, "since", since)
+        _set(self, "until", until)
+        _set(self, "numbers", numbers)
+        _set(self, "floor", floor)
+
+    def _values(self) -> tuple:
+        return (self.by_name, self.by_nr, self.since, self.until, self.numbers, self.floor)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 @functools.cache
@@ -73,6 +83,17 @@ def _table(arch: str) -> _ArchTable:
 def arches() -> tuple[str, ...]:
     """Arch names in the table, in the order of ocishim.arch.ARCHES."""
     return tuple(a.name for a in ARCHES if a.name in _full_table())
+
+
+@functools.cache
+def _all_names() -> frozenset[str]:
+    table = _full_table()
+    return frozenset(row[0] for arch in arches() for row in table[arch])
+
+
+def known(name: str) -> bool:
+    """True when some arch of the table has syscall name (without building every arch's lookups)."""
+    return name in _all_names()
 
 
 def resolve(arch: str, name: str) -> int | None:

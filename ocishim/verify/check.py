@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
+from ..record import Record
 from .. import syscalls
 from ..actions import ENOSYS, RET_ERRNO, describe
 from ..arch import BY_AUDIT, X32_SYSCALL_BIT, Arch
@@ -36,18 +36,29 @@ U32 = 0xFFFFFFFF
 ENOSYS_RET = RET_ERRNO | ENOSYS
 Ranges = tuple[tuple[int, int], ...]
 
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
+
 
 class InternalError(AssertionError):
     """The symbolic walk and the emulator disagree on a witness: a bug in the checker."""
 
 
-@dataclass(frozen=True)
-class Witness:
-    arch: str | None  # None: an arch the filter does not carry
-    audit: int
-    nr: int
-    args: tuple[int, ...]
-    ip: int = 0
+class Witness(Record):
+    # arch: None: an arch the filter does not carry
+    __slots__ = ("arch", "audit", "nr", "args", "ip")
+
+    def __init__(self, arch: str | None, audit: int, nr: int, args: tuple[int, ...], ip: int = 0) -> None:
+        _set(self, "arch", arch)
+        _set(self, "audit", audit)
+        _set(self, "nr", nr)
+        _set(self, "args", args)
+        _set(self, "ip", ip)
+
+    def _values(self) -> tuple:
+        return (self.arch, self.audit, self.nr, self.args, self.ip)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def text(self) -> str:
         name = syscalls.name(self.arch, self.nr) if self.arch in syscalls.arches() else None
@@ -60,15 +71,25 @@ class Witness:
         return {"arch": self.arch, "audit": self.audit, "nr": self.nr, "args": list(self.args)}
 
 
-@dataclass(frozen=True)
-class Difference:
+class Difference(Record):
     """The program answers `got` where `want` is expected, e.g. at `witness`."""
 
-    check: str  # which comparison, e.g. "libseccomp vs profile"
-    witness: Witness
-    got: int
-    want: int
-    known: str | None = None  # why this difference is expected (and handled elsewhere)
+    # check: which comparison, e.g. "libseccomp vs profile"
+    # known: why this difference is expected (and handled elsewhere)
+    __slots__ = ("check", "witness", "got", "want", "known")
+
+    def __init__(self, check: str, witness: Witness, got: int, want: int, known: str | None = None) -> None:
+        _set(self, "check", check)
+        _set(self, "witness", witness)
+        _set(self, "got", got)
+        _set(self, "want", want)
+        _set(self, "known", known)
+
+    def _values(self) -> tuple:
+        return (self.check, self.witness, self.got, self.want, self.known)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def text(self) -> str:
         note = f"  [known: {self.known}]" if self.known else ""
@@ -80,13 +101,21 @@ class Difference:
                 "known": self.known}
 
 
-@dataclass(frozen=True)
-class Undecided:
+class Undecided(Record):
     """A piece of the space where the meaning is unsettled (meaning.Unsettled)."""
 
-    check: str
-    witness: Witness
-    reason: str
+    __slots__ = ("check", "witness", "reason")
+
+    def __init__(self, check: str, witness: Witness, reason: str) -> None:
+        _set(self, "check", check)
+        _set(self, "witness", witness)
+        _set(self, "reason", reason)
+
+    def _values(self) -> tuple:
+        return (self.check, self.witness, self.reason)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def text(self) -> str:
         return f"{self.check}: cannot decide at {self.witness.text()}: {self.reason}"
@@ -95,13 +124,23 @@ class Undecided:
         return {"check": self.check, "witness": self.witness.as_json(), "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class Report:
-    check: str
-    differences: tuple[Difference, ...]
-    undecided: tuple[Undecided, ...]
-    leaves: int  # program paths walked
-    pieces: int  # pieces compared
+class Report(Record):
+    # leaves: program paths walked
+    # pieces: pieces compared
+    __slots__ = ("check", "differences", "undecided", "leaves", "pieces")
+
+    def __init__(self, check: str, differences: tuple[Difference, ...], undecided: tuple[Undecided, ...], leaves: int, pieces: int) -> None:
+        _set(self, "check", check)
+        _set(self, "differences", differences)
+        _set(self, "undecided", undecided)
+        _set(self, "leaves", leaves)
+        _set(self, "pieces", pieces)
+
+    def _values(self) -> tuple:
+        return (self.check, self.differences, self.undecided, self.leaves, self.pieces)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     @property
     def agrees(self) -> bool:

@@ -33,9 +33,10 @@ libseccomp's code nor from ocishim.patch:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
+from ..record import Record
 from .. import syscalls
 from ..actions import RET_KILL_THREAD, action_value
 from ..arch import BY_AUDIT, BY_OCI, X32_SYSCALL_BIT, Arch, order
@@ -61,6 +62,8 @@ MULTIPLEXING_SINCE = {"x86": (2, 5, 0), "s390": (2, 5, 0), "s390x": (2, 5, 0), "
                       "ppc64le": (2, 5, 0), "ppc": (2, 5, 2), "mips": (2, 5, 2), "mipsel": (2, 5, 2),
                       "m68k": (2, 6, 0), "sh": (2, 6, 0), "sheb": (2, 6, 0)}
 
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
+
 
 def _host_version() -> tuple[int, int, int]:
     from .. import libseccomp
@@ -76,21 +79,39 @@ class Refused(Exception):
     """libseccomp refuses this profile (EEXIST); there is no program to check."""
 
 
-@dataclass(frozen=True)
-class CondSet:
+class CondSet(Record):
     """Conditions ANDed together, and the action when they all hold."""
 
-    conds: tuple[ArgCond, ...]
-    action: int
-    path: str
+    __slots__ = ("conds", "action", "path")
+
+    def __init__(self, conds: tuple[ArgCond, ...], action: int, path: str) -> None:
+        _set(self, "conds", conds)
+        _set(self, "action", action)
+        _set(self, "path", path)
+
+    def _values(self) -> tuple:
+        return (self.conds, self.action, self.path)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class OnNr:
+class OnNr(Record):
     """Everything the profile says about one (arch, nr)."""
 
-    always: int | None  # the unconditional rule's action
-    sets: tuple[CondSet, ...]  # conditional rules, when there is no unconditional one
+    # always: the unconditional rule's action
+    # sets: conditional rules, when there is no unconditional one
+    __slots__ = ("always", "sets")
+
+    def __init__(self, always: int | None, sets: tuple[CondSet, ...]) -> None:
+        _set(self, "always", always)
+        _set(self, "sets", sets)
+
+    def _values(self) -> tuple:
+        return (self.always, self.sets)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 def _norm(c: ArgCond, bits: int) -> ArgCond:
@@ -138,6 +159,7 @@ class Meaning:
         self.bad_arch = bad_arch
         self._on: dict[str, dict[int, OnNr]] = {a.name: self._rules_of(a) for a in self.arches}
         self._ruled: dict[str, tuple[int, ...]] = {}
+        self._arch_of: dict[tuple[int, bool, bool], Arch | None] = {}
 
     @classmethod
     def for_filter(cls, profile: Profile, native: Arch, bad_arch: int = BAD_ARCH) -> "Meaning":
@@ -152,6 +174,13 @@ class Meaning:
         # the meaning does too: x86_64 below, x32 from there. One exception, measured on
         # libseccomp 2.5.4: without x32 in the filter, nr -1 (0xffffffff, what a tracer
         # leaves when it skips a call) is an x86_64 number, not a bad arch.
+        # The answer depends on nr only through these two tests: one lookup per call.
+        key = (audit, nr >= X32_SYSCALL_BIT, nr == U32)
+        try:
+            return self._arch_of[key]
+        except KeyError:
+            pass
+        found = None
         shared = len(BY_AUDIT.get(audit, ())) > 1
         x32_in = any(a.name == "x32" for a in self.arches)
         for a in BY_AUDIT.get(audit, ()):
@@ -160,8 +189,10 @@ class Meaning:
             if shared and (a.name == "x32") != (nr >= X32_SYSCALL_BIT):
                 if not (a.name == "x86_64" and nr == U32 and not x32_in):
                     continue
-            return a
-        return None
+            found = a
+            break
+        self._arch_of[key] = found
+        return found
 
     def ruled(self, arch: Arch) -> tuple[int, ...]:
         """The numbers of arch the profile has rules for, sorted."""

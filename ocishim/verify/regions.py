@@ -21,9 +21,9 @@ never says "ok" about a program it cannot follow exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from ..record import Record
 from ..bpf.insn import (ABS, ALU, AND, IMM, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, RET,
                         SIZEOF_SECCOMP_DATA, W, Insn, bpf_class, bpf_mode, bpf_op, bpf_size,
                         bpf_src)
@@ -34,6 +34,8 @@ WORDS = SIZEOF_SECCOMP_DATA // 4
 # A program of 4096 instructions can have more paths than atoms in the universe; real
 # filters have a few thousand. Past this many, say "cannot decide" instead of hanging.
 MAX_PATHS = 500_000
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 
 class Budget:
@@ -70,14 +72,22 @@ class Undecidable(OcishimError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class Cube:
+class Cube(Record):
     """The values v with lo <= v <= hi and v & mask == bits (bits inside mask)."""
 
-    lo: int
-    hi: int
-    mask: int = 0
-    bits: int = 0
+    __slots__ = ("lo", "hi", "mask", "bits")
+
+    def __init__(self, lo: int, hi: int, mask: int = 0, bits: int = 0) -> None:
+        _set(self, "lo", lo)
+        _set(self, "hi", hi)
+        _set(self, "mask", mask)
+        _set(self, "bits", bits)
+
+    def _values(self) -> tuple:
+        return (self.lo, self.hi, self.mask, self.bits)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def smallest(self) -> int | None:
         """The smallest member, or None when the cube is empty."""
@@ -165,14 +175,23 @@ def smallest(ws: WordSet) -> int | None:
     return min(values) if values else None
 
 
-@dataclass(frozen=True)
-class Atom:
+class Atom(Record):
     """A test on one word: `gt` is v > k; `eq` is v & mask == k; `set` is v & k != 0."""
 
-    word: int  # byte offset in seccomp_data, a multiple of 4
-    op: str
-    k: int
-    mask: int = U32
+    # word: byte offset in seccomp_data, a multiple of 4
+    __slots__ = ("word", "op", "k", "mask")
+
+    def __init__(self, word: int, op: str, k: int, mask: int = U32) -> None:
+        _set(self, "word", word)
+        _set(self, "op", op)
+        _set(self, "k", k)
+        _set(self, "mask", mask)
+
+    def _values(self) -> tuple:
+        return (self.word, self.op, self.k, self.mask)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 Region = tuple[WordSet, ...]  # one WordSet per word of seccomp_data
@@ -213,19 +232,35 @@ def witness(region: Region) -> tuple[int, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Leaf:
-    region: Region
-    answer: int
+class Leaf(Record):
+    __slots__ = ("region", "answer")
+
+    def __init__(self, region: Region, answer: int) -> None:
+        _set(self, "region", region)
+        _set(self, "answer", answer)
+
+    def _values(self) -> tuple:
+        return (self.region, self.answer)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class Exit:
+class Exit(Record):
     """A path that reaches pc (a stop of the walk) with A holding acc."""
 
-    region: Region
-    pc: int
-    acc: "Acc"
+    __slots__ = ("region", "pc", "acc")
+
+    def __init__(self, region: Region, pc: int, acc: "Acc") -> None:
+        _set(self, "region", region)
+        _set(self, "pc", pc)
+        _set(self, "acc", acc)
+
+    def _values(self) -> tuple:
+        return (self.region, self.pc, self.acc)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
 # What A holds: ("const", k) or ("word", offset, mask) for `word & mask`.
