@@ -195,11 +195,9 @@ def test_host_fields_come_from_the_real_sources():
     found = filtercache.host()
     assert found.libseccomp == ".".join(map(str, libseccomp.version()))
     assert found.native == pyseccomp.system_arch()
-    table = REPO / "ocishim" / "syscalls" / "_data.py"
-    installed = Path(filtercache.__file__).parent / "syscalls" / "_data.py"
-    assert found.table == hashlib.sha256(installed.read_bytes()).hexdigest()
-    if installed.resolve() == table.resolve():
-        assert found.table == hashlib.sha256(table.read_bytes()).hexdigest()
+    installed = (Path(filtercache.__file__).parent / "syscalls" / "_data.py").stat()
+    assert found.table == (f"{installed.st_size}:{installed.st_mtime_ns}:{installed.st_ctime_ns}:"
+                           f"{installed.st_dev}:{installed.st_ino}")
     assert found.ocishim == __version__
     assert filtercache.MINIMUM_LIBSECCOMP == libseccomp.MINIMUM
     from ocishim.integrations import settings
@@ -208,6 +206,23 @@ def test_host_fields_come_from_the_real_sources():
     from ocishim.integrations.config import BPF_ANNOTATION
 
     assert filtercache.BPF_ANNOTATION == BPF_ANNOTATION
+
+
+def test_table_identity_follows_every_change(tmp_path):
+    """Rewritten with the same bytes, or touched back to its old mtime, or replaced by a
+    copy: the table's part of the key changes each time."""
+    table = tmp_path / "_data.py"
+    table.write_text("TABLE = {}\n")
+    seen = [filtercache._file_identity(str(table))]
+    before = table.stat()
+    table.write_text("TABLE = {}\n")  # the same content, written again
+    os.utime(table, ns=(before.st_atime_ns, before.st_mtime_ns))  # and its mtime put back
+    seen.append(filtercache._file_identity(str(table)))
+    copy = tmp_path / "copy.py"
+    copy.write_bytes(table.read_bytes())
+    os.replace(copy, table)
+    seen.append(filtercache._file_identity(str(table)))
+    assert len(set(seen)) == 3
 
 
 def test_code_fingerprint_follows_every_source_file(tmp_path, monkeypatch):
@@ -483,9 +498,10 @@ def test_hook_subprocess_hits_and_says_so(tmp_path, cache_dir):
                                                           "log": str(tmp_path / "hook.log")})
     base = {k: v for k, v in os.environ.items() if not k.startswith("OCISHIM_")}
     env = {**base, "PYTHONPATH": str(tmp_path / "src"), "OCISHIM_CONFIG": str(settings_file)}
-    # bin/ocishim, the script podman runs (it skips the CLI's parser), then `python -m ocishim`.
+    # bin/ocishim, the script podman runs (it skips the CLI's parser), then `python -m ocishim`
+    # (from tmp_path: -m puts the working directory first on sys.path).
     outs = [subprocess.run([sys.executable, *command, "hook", "precreate"], input=config_bytes(SMALL),
-                           capture_output=True, env=env, timeout=120)
+                           capture_output=True, env=env, timeout=120, cwd=tmp_path)
             for command in ([str(REPO / "bin" / "ocishim")], ["-m", "ocishim"])]
     assert [p.returncode for p in outs] == [0, 0] and outs[0].stdout == outs[1].stdout
     version = subprocess.run([sys.executable, str(REPO / "bin" / "ocishim"), "--version"],
