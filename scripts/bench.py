@@ -358,7 +358,7 @@ class Startup:
 
 # ------------------------------------------------------------------ per syscall
 
-def per_syscall(bindir: Path, tmp: Path, iterations: int, batches: int, rounds: int = 5) -> list[str]:
+def per_syscall(bindir: Path, tmp: Path, iterations: int, batches: int, rounds: int = 7) -> list[str]:
     source = tmp / "loop.c"
     source.write_text(LOOP_C)
     binary = tmp / "loop"
@@ -395,8 +395,13 @@ def per_syscall(bindir: Path, tmp: Path, iterations: int, batches: int, rounds: 
             for i, (_, argv) in enumerate(variants):
                 found[i].append(float(subprocess.run(argv(call), capture_output=True, text=True,
                                                      check=True).stdout))
-        cells = [min(f) for f in found]  # the least disturbed run, each the fastest of its batches
-        worst = max(cells[i] / cells[1] for i in patched_modes)
+        # Each run is the fastest of its batches; of the runs, the median: a run now and then
+        # is a few per cent slower or faster than the rest, for every variant alike (getppid,
+        # which never runs the filter, shows it), and a minimum would keep the lucky one.
+        cells = [statistics.median(f) for f in found]
+        # The ratio of each run to the unpatched run of the same round, the median of those:
+        # the runs of one round share the machine's load.
+        worst = max(statistics.median(v / u for v, u in zip(found[i], found[1])) for i in patched_modes)
         out.append(f"| {call} | " + " | ".join(f"{c:.0f} ns" for c in cells) + f" | {worst:.3f} |")
         print(f"  {call}: {cells}", file=sys.stderr)
     counts, alone = filter_instructions()
@@ -578,7 +583,8 @@ def main() -> int:
         if "syscall" in only:
             print("per syscall:", file=sys.stderr)
             doc += ["## Per syscall", "", f"A static C loop (`syscall(nr, arg)`, the fastest of {args.batches} "
-                    f"batches of {args.iterations} calls, the lowest of 5 runs taken in turn) under "
+                    f"batches of {args.iterations} calls; the median of 7 runs taken in turn; the ratio is "
+                    "the median of each run's ratio to the unpatched run of its round) under "
                     "`ocishim exec docker.json --enosys MODE` (`python scripts/bench.py --only syscall`). "
                     "getppid is allowed for every argument, so the kernel's action cache passes it without "
                     "running the filter; personality(0xffffffff) runs the filter to an argument rule. The last "
