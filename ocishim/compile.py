@@ -20,7 +20,6 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from . import libseccomp, syscalls
@@ -30,7 +29,10 @@ from .arch import BY_OCI, Arch, nr_domain, order
 from .bpf import reach
 from .bpf.insn import RET, K, Insn, decode
 from .errors import CompileError, OcishimError, UsageError
-from .profile.model import ArgCond, Profile, Rule
+from .profile.model import ArgCond, DataclassFields, Profile, Rule
+from .record import Record
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 # Socket and SysV IPC calls: on arches with socketcall(2)/ipc(2) libseccomp resolves
 # them to pseudo numbers and compiles them itself (direct call plus multiplexer).
@@ -49,37 +51,66 @@ _ERRNO_4095 = "4095 is refused by libseccomp (it takes 0..4094)"
 _OPTIMIZE_BINARY_TREE = 2
 
 
-@dataclass(frozen=True)
-class PendingRule:
+class PendingRule(Record):
     """A rule for (arch, nr) that the host libseccomp could not compile: its name is unknown to it."""
 
-    arch: str
-    name: str
-    nr: int
-    action: int  # SECCOMP_RET_* value
-    args: tuple[ArgCond, ...]
-    path: str  # JSON path of the rule
-    rule: Rule | None = None  # the profile's rule, for compile_proxy
-    # The rule names this number by a name libseccomp knows (an alias of the lacked one):
-    # libseccomp compiled it into its program too, so the block holds every rule on the
-    # number and answers the default itself instead of falling through.
-    alias: bool = False
+    # action: SECCOMP_RET_* value; path: JSON path of the rule; rule: the profile's rule,
+    # for compile_proxy. alias: the rule names this number by a name libseccomp knows (an
+    # alias of the lacked one): libseccomp compiled it into its program too, so the block
+    # holds every rule on the number and answers the default itself instead of falling through.
+    __slots__ = ("arch", "name", "nr", "action", "args", "path", "rule", "alias")
+    __dataclass_fields__ = DataclassFields(__slots__)
+
+    def __init__(self, arch: str, name: str, nr: int, action: int, args: tuple[ArgCond, ...],
+                 path: str, rule: Rule | None = None, alias: bool = False) -> None:
+        _set(self, "arch", arch)
+        _set(self, "name", name)
+        _set(self, "nr", nr)
+        _set(self, "action", action)
+        _set(self, "args", args)
+        _set(self, "path", path)
+        _set(self, "rule", rule)
+        _set(self, "alias", alias)
+
+    def _values(self) -> tuple:
+        return (self.arch, self.name, self.nr, self.action, self.args, self.path, self.rule, self.alias)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class Compiled:
-    program: tuple[Insn, ...]
-    arches: tuple[Arch, ...]  # in the filter, canonical order
-    default_action: int
-    bad_arch_action: int
-    flags: int  # SECCOMP_FILTER_FLAG_* for seccomp(2)
-    # arch name -> named(A): the numbers of every name a rule lists (by the project's
-    # table), and every number libseccomp's program answers with anything but the
-    # default action for some arguments (socketcall and ipc on x86, for one).
-    named: Mapping[str, frozenset[int]]
-    pending: tuple[PendingRule, ...] = ()
-    unknown: tuple[str, ...] = ()  # names neither the table nor libseccomp knows
-    warnings: tuple[str, ...] = field(default=())
+class Compiled(Record):
+    """libseccomp's program for a profile, and what the patcher needs beside it."""
+
+    # arches: in the filter, canonical order; flags: SECCOMP_FILTER_FLAG_* for seccomp(2).
+    # named: arch name -> named(A): the numbers of every name a rule lists (by the project's
+    # table), and every number libseccomp's program answers with anything but the default
+    # action for some arguments (socketcall and ipc on x86, for one).
+    # unknown: names neither the table nor libseccomp knows.
+    __slots__ = ("program", "arches", "default_action", "bad_arch_action", "flags", "named", "pending",
+                 "unknown", "warnings")
+    __dataclass_fields__ = DataclassFields(__slots__)
+
+    def __init__(self, program: tuple[Insn, ...], arches: tuple[Arch, ...], default_action: int,
+                 bad_arch_action: int, flags: int, named: Mapping[str, frozenset[int]],
+                 pending: tuple[PendingRule, ...] = (), unknown: tuple[str, ...] = (),
+                 warnings: tuple[str, ...] = ()) -> None:
+        _set(self, "program", program)
+        _set(self, "arches", arches)
+        _set(self, "default_action", default_action)
+        _set(self, "bad_arch_action", bad_arch_action)
+        _set(self, "flags", flags)
+        _set(self, "named", named)
+        _set(self, "pending", pending)
+        _set(self, "unknown", unknown)
+        _set(self, "warnings", warnings)
+
+    def _values(self) -> tuple:
+        return (self.program, self.arches, self.default_action, self.bad_arch_action, self.flags,
+                self.named, self.pending, self.unknown, self.warnings)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's (fails: named is a dict)
+        return hash(self._values())
 
 
 def rule_conditions(args: tuple[ArgCond, ...]) -> tuple[tuple[ArgCond, ...], ...]:

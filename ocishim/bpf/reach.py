@@ -26,7 +26,7 @@ from ..errors import BpfError
 from .emu import alu, compare
 from .insn import (ABS, ALU, BPF_MEMWORDS, IMM, JA, JEQ, JGE, JGT, JMP, LD,
                    LDX, LEN, MEM, MISC, NEG, OFF_ARCH, OFF_NR, RET,
-                   SIZEOF_SECCOMP_DATA, ST, STX, TAX, W, A as SRC_A, Insn, bpf_class,
+                   SIZEOF_SECCOMP_DATA, ST, STX, TAX, W, A as SRC_A, Insn,
                    bpf_mode, bpf_op, bpf_src, X)
 
 _MASK = 0xFFFFFFFF
@@ -71,18 +71,18 @@ def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[i
             while True:
                 insn = program[pc]
                 code, k = insn.code, insn.k
-                cls = bpf_class(code)
+                cls = code & 0x07  # bpf_class, inline: this loop runs for every instruction
                 pc += 1
                 if cls == RET:
                     value = (a if isinstance(a, int) else ANY) if code & 0x18 == SRC_A else k
                     reached.append((lo, hi, value))
                     break
                 if cls == JMP:
-                    op = bpf_op(code)
+                    op = code & 0xF0  # bpf_op
                     if op == JA:
                         targets = [(pc + k, lo, hi)]
                     else:
-                        b = x if bpf_src(code) == X else k
+                        b = x if code & 0x08 == X else k  # bpf_src
                         t, f = pc + insn.jt, pc + insn.jf
                         if isinstance(a, int) and isinstance(b, int):
                             taken = compare(op, a, b, pc - 1)
@@ -100,7 +100,7 @@ def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[i
                 if pc >= n:
                     raise BpfError(f"insn {pc - 1}", "control runs off the end of the program")
                 if cls == LD:
-                    mode = bpf_mode(code)
+                    mode = code & 0xE0  # bpf_mode
                     if mode == IMM:
                         a = k
                     elif mode == LEN:

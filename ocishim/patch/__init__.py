@@ -51,6 +51,7 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
     try:
         from .stub import build  # while libseccomp compiles
 
+        meaning = _meaning_ahead(profile, native) if check else None
         compiled: Compiled = job.compiled()
         if unknown_fail and compiled.unknown:
             paths = {name: rule.path for rule in profile.syscalls for name in rule.names}
@@ -61,6 +62,19 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
                                f"all unknown: {', '.join(compiled.unknown)}")
         if not check:
             return build(compiled, mode, emulate)
-        return check_and_repair(profile, compiled, mode, emulate, job)
+        return check_and_repair(profile, compiled, mode, emulate, job, meaning)
     finally:
         job.close()
+
+
+def _meaning_ahead(profile: Profile, native: Arch | None) -> Any:
+    """The profile's meaning for the filter's arches, made while libseccomp compiles; None
+    when it cannot be made (check_and_repair then makes it, and says why, in its order)."""
+    from .. import libseccomp
+    from ..compile import filter_arches
+    from ..verify.meaning import Meaning
+
+    try:
+        return Meaning(profile, filter_arches(profile, native or libseccomp.native()))
+    except Exception:
+        return None

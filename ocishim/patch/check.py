@@ -16,7 +16,6 @@ a stub that departs from rule 1, refuses the profile: no filter rather than a wr
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import libseccomp, syscalls
@@ -113,19 +112,26 @@ def _both_checks(profile: Profile, compiled: Compiled, patched: Patched, meaning
 
 
 def check_and_repair(profile: Profile, compiled: Compiled, mode: Mode,
-                     emulate: Version | None = None, job: CompileJob | None = None) -> Patched:
+                     emulate: Version | None = None, job: CompileJob | None = None,
+                     meaning: Meaning | None = None) -> Patched:
     """Build the patched filter for compiled and prove it; repair libseccomp where it is weaker.
 
     job: the compile of compiled, whose child checks libseccomp's program meanwhile
     (checking_child); without it, both checks run here.
+    meaning: the profile's Meaning made ahead (while libseccomp compiled); used only where
+    it is the one made here, for the filter's arches and bad-arch action.
     The result carries the repaired numbers and the notes for the log."""
+    from dataclasses import replace  # Patched is a dataclass; imported with the stub, after the fork
+
     from .stub import build
 
     patched = build(compiled, mode, emulate)  # libseccomp's refusals first, naming the rule
-    try:
-        meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
-    except Refused as exc:
-        raise CompileError(profile.field_path("syscalls"), str(exc)) from None
+    if meaning is None or meaning.profile is not profile or meaning.arches != compiled.arches \
+            or meaning.bad_arch != compiled.bad_arch_action:
+        try:
+            meaning = Meaning(profile, compiled.arches, bad_arch=compiled.bad_arch_action)
+        except Refused as exc:
+            raise CompileError(profile.field_path("syscalls"), str(exc)) from None
     try:
         lib, first = _both_checks(profile, compiled, patched, meaning, job)
     except Undecidable as exc:

@@ -1,47 +1,114 @@
-"""The OCI `linux.seccomp` object as frozen values (runtime-spec config-linux.md)."""
+"""The OCI `linux.seccomp` object as frozen values (runtime-spec config-linux.md).
+
+Records, not dataclasses: every cold build parses a profile, and the dataclasses module
+(it imports inspect, ast, dis, tokenize) and the code it generates for these classes
+cost that start about 20 ms. `dataclasses.replace()` and `fields()` still work on them
+(DataclassFields), for code and tests written against the dataclasses they were.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..record import Record
+
+_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 
-@dataclass(frozen=True)
-class ArgCond:
+class DataclassFields:
+    """`__dataclass_fields__` for a Record, made on first use: `dataclasses.replace()`,
+    `fields()` and `is_dataclass()` then treat it as the frozen dataclass it replaces
+    (every field in __init__, in __slots__ order)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.fields: dict | None = None
+
+    def __get__(self, obj: object, cls: type) -> dict:
+        if self.fields is None:
+            import dataclasses
+
+            fields = {}
+            for name in self.names:
+                f = dataclasses.field()
+                f.name = name
+                f._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
+                fields[name] = f
+            self.fields = fields
+        return self.fields
+
+
+class ArgCond(Record):
     """One `args[]` entry: compare syscall argument `index` with `value` by `op`.
 
     For SCMP_CMP_MASKED_EQ, `value` is the mask and `value_two` what the masked
     argument must equal; the other operators ignore `value_two`.
     """
 
-    index: int
-    value: int
-    value_two: int
-    op: str  # an OPERATORS key, e.g. "SCMP_CMP_EQ"
+    # op: an OPERATORS key, e.g. "SCMP_CMP_EQ"
+    __slots__ = ("index", "value", "value_two", "op")
+    __dataclass_fields__ = DataclassFields(__slots__)
+
+    def __init__(self, index: int, value: int, value_two: int, op: str) -> None:
+        _set(self, "index", index)
+        _set(self, "value", value)
+        _set(self, "value_two", value_two)
+        _set(self, "op", op)
+
+    def _values(self) -> tuple:
+        return (self.index, self.value, self.value_two, self.op)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One `syscalls[]` entry. `path` is its JSON path, for error messages."""
 
-    names: tuple[str, ...]
-    action: str  # an ACTIONS key, e.g. "SCMP_ACT_ERRNO"
-    errno_ret: int | None = None
-    args: tuple[ArgCond, ...] = ()
-    path: str = ""
+    # action: an ACTIONS key, e.g. "SCMP_ACT_ERRNO"
+    __slots__ = ("names", "action", "errno_ret", "args", "path")
+    __dataclass_fields__ = DataclassFields(__slots__)
+
+    def __init__(self, names: tuple[str, ...], action: str, errno_ret: int | None = None,
+                 args: tuple[ArgCond, ...] = (), path: str = "") -> None:
+        _set(self, "names", names)
+        _set(self, "action", action)
+        _set(self, "errno_ret", errno_ret)
+        _set(self, "args", args)
+        _set(self, "path", path)
+
+    def _values(self) -> tuple:
+        return (self.names, self.action, self.errno_ret, self.args, self.path)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Record):
     """A validated seccomp profile in OCI form. `path` is the JSON path of the object."""
 
-    default_action: str
-    default_errno_ret: int | None = None
-    architectures: tuple[str, ...] = ()  # OCI names, e.g. "SCMP_ARCH_X86_64"
-    flags: tuple[str, ...] = ()  # FILTER_FLAGS keys
-    listener_path: str | None = None
-    listener_metadata: str | None = None
-    syscalls: tuple[Rule, ...] = ()
-    path: str = ""
+    # architectures: OCI names, e.g. "SCMP_ARCH_X86_64"; flags: FILTER_FLAGS keys
+    __slots__ = ("default_action", "default_errno_ret", "architectures", "flags", "listener_path",
+                 "listener_metadata", "syscalls", "path")
+    __dataclass_fields__ = DataclassFields(__slots__)
+
+    def __init__(self, default_action: str, default_errno_ret: int | None = None,
+                 architectures: tuple[str, ...] = (), flags: tuple[str, ...] = (),
+                 listener_path: str | None = None, listener_metadata: str | None = None,
+                 syscalls: tuple[Rule, ...] = (), path: str = "") -> None:
+        _set(self, "default_action", default_action)
+        _set(self, "default_errno_ret", default_errno_ret)
+        _set(self, "architectures", architectures)
+        _set(self, "flags", flags)
+        _set(self, "listener_path", listener_path)
+        _set(self, "listener_metadata", listener_metadata)
+        _set(self, "syscalls", syscalls)
+        _set(self, "path", path)
+
+    def _values(self) -> tuple:
+        return (self.default_action, self.default_errno_ret, self.architectures, self.flags,
+                self.listener_path, self.listener_metadata, self.syscalls, self.path)
+
+    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
+        return hash(self._values())
 
     def field_path(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name

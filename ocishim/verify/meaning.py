@@ -33,7 +33,6 @@ libseccomp's code nor from ocishim.patch:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 from ..record import Record
@@ -289,6 +288,6 @@ def _routed(rule: Rule, name: str, call: int) -> list[Rule]:
     """The rules libseccomp adds on the multiplexer for `name` in rule: one per condition
     set, with the conditions on argument 0 replaced by `arg0 == call`."""
     sets = _condition_sets(rule.args) or ((),)
-    return [replace(rule, names=(name,), path=f"{rule.path} ({name} through its multiplexer)",
+    return [rule.replace(names=(name,), path=f"{rule.path} ({name} through its multiplexer)",
                     args=(ArgCond(0, call, 0, "SCMP_CMP_EQ"),) + tuple(c for c in group if c.index != 0))
             for group in sets]

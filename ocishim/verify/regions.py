@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from ..record import Record
 from ..bpf.insn import (ABS, ALU, AND, IMM, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, RET,
-                        SIZEOF_SECCOMP_DATA, W, Insn, bpf_class, bpf_mode, bpf_op, bpf_size,
-                        bpf_src)
+                        SIZEOF_SECCOMP_DATA, W, Insn, bpf_op, bpf_src)
 from ..errors import OcishimError
+from ..record import Record
 
 U32 = 0xFFFFFFFF
 WORDS = SIZEOF_SECCOMP_DATA // 4
@@ -319,7 +318,8 @@ def walk(program: Sequence[Insn], region: Region | None = None, start: int = 0,
             if not 0 <= pc < n:
                 raise Undecidable(f"instruction {pc}", f"cannot decide: control leaves the program at {pc}")
             insn = program[pc]
-            cls, code = bpf_class(insn.code), insn.code
+            code = insn.code
+            cls = code & 0x07  # bpf_class, inline: this loop runs for every instruction
             if cls == RET:
                 if code != RET | K:
                     if code & 0x18 == 0x10 and acc[0] == "const":
@@ -329,11 +329,11 @@ def walk(program: Sequence[Insn], region: Region | None = None, start: int = 0,
                 yield Leaf(reg, insn.k)
                 break
             if cls == LD:
-                if bpf_mode(code) == ABS and bpf_size(code) == W:
+                if code & 0xE0 == ABS and code & 0x18 == W:  # bpf_mode, bpf_size
                     if insn.k % 4 or insn.k >= SIZEOF_SECCOMP_DATA:
                         raise _undecidable(pc, insn, "a load outside seccomp_data's words")
                     acc = ("word", insn.k, U32)
-                elif bpf_mode(code) == IMM:
+                elif code & 0xE0 == IMM:
                     acc = ("const", insn.k)
                 else:
                     raise _undecidable(pc, insn, "a load mode other than ld [k] and ld #k")
@@ -347,10 +347,11 @@ def walk(program: Sequence[Insn], region: Region | None = None, start: int = 0,
                 continue
             if cls != JMP:
                 raise _undecidable(pc, insn, "not an instruction of libseccomp's programs")
-            if bpf_op(code) == JA:
+            op = code & 0xF0  # bpf_op
+            if op == JA:
                 pc += 1 + insn.k
                 continue
-            if bpf_op(code) not in (JEQ, JGT, JGE, JSET):
+            if op not in (JEQ, JGT, JGE, JSET):
                 raise _undecidable(pc, insn, "an unknown jump")
             test = _jump_atom(pc, insn, acc)
             t, f = pc + 1 + insn.jt, pc + 1 + insn.jf
