@@ -19,6 +19,8 @@ PLAIN_KEY = re.compile(r'[^\s\[\]"\\]+\Z')
 
 ALPHABET = st.sampled_from(list('aZ0 \t\n[]"\\uUdD89Af0\x00\ud800\udfffé\u2028\x1c\xa0\x7fİ'))
 TEXTS = st.lists(ALPHABET, max_size=10).map("".join) | st.text(max_size=10)
+ESCAPES = st.builds(lambda before, code, after: f"{before}\\u{code}{after}", TEXTS,
+                    st.text(alphabet="0dD89aAfF", min_size=0, max_size=4), TEXTS)
 
 
 def expected_key_path(path: str, key: str) -> str:
@@ -35,7 +37,7 @@ def test_key_path(key):
 
 
 @settings(max_examples=3000, deadline=None)
-@given(TEXTS)
+@given(TEXTS | ESCAPES)
 def test_bad_char_and_the_search_trigger(text):
     found = BAD_CHAR.search(text)
     assert document._bad_char(text) == (found.group() if found else None)
