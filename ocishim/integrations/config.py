@@ -18,7 +18,8 @@ comes out as it went in. Otherwise it stays, as a rule of the profile. (Earlier 
 
 from __future__ import annotations
 
-import base64
+import binascii
+import bisect
 import copy
 from typing import TYPE_CHECKING, Any
 
@@ -162,11 +163,12 @@ def portable_names(patched: Patched, named: set[str]) -> tuple[tuple[str, ...], 
             chosen.append(name)
     chosen_set = set(chosen)
     for arch in arches:
+        numbers = syscalls.numbers(arch.name)  # sorted
         for a, b in patched.enosys.get(arch.name, ()):
             # Report table numbers a JSON rule cannot reach; unknown numbers above the
             # table are covered by runc's own stub (above its maximum) or by nothing.
-            for nr in syscalls.numbers(arch.name):
-                if a <= nr <= b and syscalls.name(arch.name, nr) not in chosen_set:
+            for nr in numbers[bisect.bisect_left(numbers, a):bisect.bisect_right(numbers, b)]:
+                if syscalls.name(arch.name, nr) not in chosen_set:
                     uncovered.append((arch.name, nr))
     return tuple(chosen), tuple(uncovered)
 
@@ -202,7 +204,8 @@ def _rewrite(config: dict[str, Any], mode: Mode, emulate: Version | None, source
         annotations = config["annotations"] = {}
     if not isinstance(annotations, dict):
         raise ProfileError("annotations", "must be an object of strings")
-    annotations[BPF_ANNOTATION] = base64.b64encode(encode(patched.program)).decode()
+    # base64.b64encode without the base64 module's import: the same standard alphabet
+    annotations[BPF_ANNOTATION] = binascii.b2a_base64(encode(patched.program), newline=False).decode()
 
     names, uncovered = portable_names(patched, set(loaded.profile.names()))
     seccomp = config["linux"]["seccomp"]
