@@ -7,8 +7,9 @@ Layout of the patched program:
       jeq  #AUDIT_2   sec_2  P      in canonical arch order; any other arch -> P
     sec_1:
       ld   [0]                      A = nr
-      jge  #lo_m      ...           a balanced tree over the ranges of [0, 2^32):
-      jge  #lo_k      ...           each range ends in ENOSYS, P, or a rule block.
+      jge  #lo_m      ...           a weight-balanced tree over the ranges of [0, 2^32):
+      jge  #lo_k      ...           each range ends in ENOSYS, P past its nr load, a
+                                    rule block, or P's code for one syscall's rules.
     sec_2: ...                      x86_64 and x32 share AUDIT_ARCH_X86_64 and so
                                     one tree: x32 is the upper half (bit 30).
     enosys:
@@ -18,6 +19,15 @@ Layout of the patched program:
       ret  <action>
     P:                              libseccomp's program, unchanged; it starts
       ld   [4] ...                  with its own ld [4], so jumping here is exact.
+      ...
+      ld   [0]                      <- most calls go on here, with nr in A
+      ...
+      ld   [args...]                <- a call whose rules read its arguments comes
+                                       straight here: the kernel's action cache
+                                       cannot answer it, so the filter runs on every
+                                       one, and the stub spares it P's tree of tests
+                                       on nr (its own tree puts these few ranges a
+                                       few tests deep).
 
 Only `ld [0]`, `ld [4]`, `jeq/jge #k`, `ja` and `ret #k` are used outside the rule
 blocks, so the kernel's action cache sees through the stub (semantics rule 4).
@@ -27,14 +37,15 @@ one into a `ja`.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Mapping
 
 from ..actions import ENOSYS, RET_ERRNO
-from ..arch import BY_NAME, X32_SYSCALL_BIT, Arch
+from ..arch import BY_NAME, Arch
 from ..bpf.asm import Cond, Goto, Item, Label, assemble
-from ..bpf.insn import (ABS, BPF_MAXINSNS, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, OFF_ARCH, OFF_NR,
-                        W, Insn, ld_abs, ret)
+from ..bpf.insn import (ABS, BPF_MAXINSNS, JA, JEQ, JGE, JGT, JMP, JSET, K, LD, OFF_ARCH, OFF_NR, RET,
+                        W, Insn, bpf_class, ld_abs, ret)
 from ..compile import Compiled, PendingRule
 from ..errors import CompileError
 from .enosys import Mode, Version, domain, enosys_ranges
@@ -120,19 +131,98 @@ def entry_after_nr_load(program: tuple[Insn, ...], audit: int) -> int | None:
     return None
 
 
-def _tree(intervals: list[tuple[int, int, str]], fresh, into_p: str) -> tuple[str, list[Item]]:
-    """A balanced jge tree over sorted intervals; returns (entry label, code).
+def _tree(intervals: list[tuple[int, int, str]], weights: list[int], fresh,
+          into_p: str) -> tuple[str, list[Item]]:
+    """A weight-balanced jge tree over sorted intervals; returns (entry label, code).
 
-    A range's class is the label its leaf jumps to; PASS leaves jump to `into_p`.
+    Each split puts about half the weight on either side, so a range of weight w sits
+    about log2(total / w) tests deep. A range's class is the label its leaf jumps to;
+    PASS leaves jump to `into_p`.
     """
-    if len(intervals) == 1:
-        cls = intervals[0][2]
-        return (into_p if cls == PASS else cls), []
-    mid = len(intervals) // 2
-    left_label, left = _tree(intervals[:mid], fresh, into_p)
-    right_label, right = _tree(intervals[mid:], fresh, into_p)
-    here = fresh()
-    return here, [Label(here), Cond(JMP | JGE | K, intervals[mid][0], right_label, left_label)] + left + right
+    sums = [0]
+    for w in weights:
+        sums.append(sums[-1] + w)
+
+    def node(i: int, j: int) -> tuple[str, list[Item]]:  # intervals[i:j]
+        if j - i == 1:
+            cls = intervals[i][2]
+            return (into_p if cls == PASS else cls), []
+        half = (sums[i] + sums[j]) / 2
+        m = bisect.bisect_left(sums, half, i + 1, j)  # the first split whose left part has half
+        if m > i + 1 and half - sums[m - 1] < sums[m] - half:
+            m -= 1
+        m = min(max(m, i + 1), j - 1)
+        left_label, left = node(i, m)
+        right_label, right = node(m, j)
+        here = fresh()
+        return here, [Label(here), Cond(JMP | JGE | K, intervals[m][0], right_label, left_label)] + left + right
+
+    return node(0, len(intervals))
+
+
+def _rule_candidates(program: tuple[Insn, ...]) -> list[int]:
+    """The operands of P's `jeq #k` that lead to anything but a return: libseccomp's tree
+    ends each syscall with `jeq #nr`, so these are the numbers that may have rules on
+    their arguments (and some argument values, which _rule_entries sorts out)."""
+    found = set()
+    for pc, insn in enumerate(program):
+        if insn.code == JMP | JEQ | K and pc + 1 + insn.jt < len(program) \
+                and program[pc + 1 + insn.jt].code != RET | K:
+            found.add(insn.k)
+    return sorted(found)
+
+
+def _rule_entries(program: tuple[Insn, ...], audit: int, entry: int,
+                  candidates: list[int]) -> dict[int, int]:
+    """nr -> where P's code for the rules on nr starts, for each nr whose answer depends on
+    the arguments. The kernel's action cache cannot answer such calls, so the filter runs
+    on every one of them; the stub sends them there at once, past P's own tests on nr."""
+    out: dict[int, int] = {}
+    for nr in candidates:
+        pc = _rule_start(program, audit, nr, entry)
+        if pc is not None:
+            out[nr] = pc
+    return out
+
+
+def _rule_start(program: tuple[Insn, ...], audit: int, nr: int, pc: int) -> int | None:
+    """Where P, run from pc with nr in A on a call (audit, nr), first does anything but load
+    and test the arch and nr: there P stands, for this call, exactly as if run from its
+    start. None if that is a return (an answer the kernel's cache knows without arguments)
+    or an instruction that reads an A the stub does not hold (the arch)."""
+    a_is_nr = True
+    while 0 <= pc < len(program):
+        insn = program[pc]
+        code = insn.code
+        if code == LD | W | ABS and insn.k in (OFF_NR, OFF_ARCH):
+            a_is_nr, pc = insn.k == OFF_NR, pc + 1
+        elif code == JMP | JA:
+            pc += 1 + insn.k
+        elif code in (JMP | JEQ | K, JMP | JGT | K, JMP | JGE | K, JMP | JSET | K):
+            a, op = (nr if a_is_nr else audit), code & 0xF0
+            taken = {JEQ: a == insn.k, JGT: a > insn.k, JGE: a >= insn.k}.get(op, bool(a & insn.k))
+            pc += 1 + (insn.jt if taken else insn.jf)
+        elif code == RET | K or not (a_is_nr or bpf_class(code) == LD):
+            return None
+        else:
+            return pc
+    return None
+
+
+def _weights(intervals: list[tuple[int, int, str]], hot: set[str]) -> list[int]:
+    """How much each range's depth in the stub's tree matters.
+
+    The kernel's action cache answers most calls without running the filter at all; a
+    call whose rules read the arguments runs it every time. So the ranges that go
+    straight into such rules weigh as much together as all the others, one each:
+    they sit a few tests deep, and the others about one test deeper than in a tree
+    balanced by count.
+    """
+    hits = [i for i, (_, _, cls) in enumerate(intervals) if cls in hot]
+    weights = [1] * len(intervals)
+    for i in hits:
+        weights[i] = max(1, (len(intervals) - len(hits)) // len(hits))
+    return weights
 
 
 def _check_size(stub: int, program: int) -> None:
@@ -164,8 +254,15 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None,
     groups: dict[int, list[Arch]] = {}
     for arch in compiled.arches:
         groups.setdefault(arch.audit, []).append(arch)
+    if not compiled.pending and not repairs and not any(enosys.values()):
+        # Rules 1 and 2: nothing to answer otherwise than P, so no stub at all. Where there
+        # is a stub, every arch gets its section: jumping past P's own arch tests and
+        # into its rule code costs a call less than P's way there.
+        _check_size(0, len(compiled.program))
+        return Patched(compiled.program, 0, enosys, mode, emulate, compiled)
     sections: list[tuple[int, list[Item]]] = []
     beyond = {PASS: 0}
+    candidates = _rule_candidates(compiled.program)
     block_code: list[Item] = []
     needs_default = False  # some block answers the default itself (it holds an alias's rules)
     for audit, arches in groups.items():
@@ -205,25 +302,27 @@ def build(compiled: Compiled, mode: Mode, emulate: Version | None = None,
                 block_code += repair_block(arch, on, compiled.default_action, label)
         if needs_reload:
             block_code += [Label(reload), ld_abs(0), Goto(into_p)]
-        # One tree per arch; x86_64 and x32 split first on bit 30 so that the
-        # common x86_64 calls do not pay for x32's many small ranges.
-        trees = []
-        for arch in arches:
-            intervals = _intervals(arch, enosys[arch.name], pending_class, whole=len(arches) == 1)
-            if len(intervals) == 1 and intervals[0][2] == PASS:
-                continue
-            trees.append((arch, _tree(intervals, fresh, into_p)))
-        if not trees:
-            continue
-        body: list[Item] = [ld_abs(0)]
+        if entry_in_p is None and not any(BY_NAME[a] in arches for a, _ in pending_class) \
+                and not any(enosys[arch.name] for arch in arches):
+            continue  # P as it is, arch test and all
+        # Calls whose answer depends on their arguments go straight to their rules in P.
+        hot: set[str] = set()
+        if entry_in_p is not None:
+            for nr, pc in _rule_entries(compiled.program, audit, entry_in_p, candidates).items():
+                for arch in arches:
+                    lo, hi = domain(arch.name)
+                    if lo <= nr <= hi and (arch.name, nr) not in pending_class:
+                        pending_class[(arch.name, nr)] = label = f"P+{pc}"
+                        beyond[label] = pc
+                        hot.add(label)
+        # One tree for the audit value: x86_64 and x32 share it (x32 is the upper half).
         if len(arches) == 1:
-            entry, code = trees[0][1]
+            intervals = _intervals(arches[0], enosys[arches[0].name], pending_class, whole=True)
         else:
-            parts = {arch.name: tree for arch, tree in trees}
-            low, low_code = parts.get("x86_64", (into_p, []))
-            high, high_code = parts.get("x32", (into_p, []))
-            entry = fresh()
-            code = [Label(entry), Cond(JMP | JGE | K, X32_SYSCALL_BIT, high, low)] + low_code + high_code
+            intervals = sorted(iv for arch in arches
+                               for iv in _intervals(arch, enosys[arch.name], pending_class, whole=False))
+        entry, code = _tree(intervals, _weights(intervals, hot), fresh, into_p)
+        body: list[Item] = [ld_abs(0)]
         body += code if code else [Goto(entry)]
         sections.append((audit, body))
     if not sections:
