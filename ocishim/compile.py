@@ -671,10 +671,14 @@ def _write_frame(wfd: int, data: bytes) -> None:
 
 
 def _read_some(fd: int, deadline: float) -> tuple[bytes, bool]:
-    """What the child has written to fd (b"" at its end); (b"", True) when the deadline passes first."""
+    """What the child has written to fd (b"" at its end); (b"", True) when the deadline passes first.
+
+    What the child wrote in time is taken even when this process comes to read it after the
+    deadline (it works on while libseccomp compiles): the limit is on the child's time.
+    """
     poller = select.poll()  # not select(): fd may be above FD_SETSIZE in a busy process
     poller.register(fd, select.POLLIN)
-    left = deadline - time.monotonic()
-    if left <= 0 or not poller.poll(left * 1000):
+    left = max(0.0, deadline - time.monotonic())
+    if not poller.poll(left * 1000):
         return b"", True
     return os.read(fd, 1 << 20), False

@@ -270,3 +270,18 @@ def test_isolation_can_be_turned_off_by_python_callers_only(monkeypatch, forks):
     monkeypatch.setattr(compile_mod, "ISOLATE", True)
     compile_profile(_profile(UNLOOPED))
     assert len(forks) == 1
+
+
+def test_a_program_sent_in_time_is_taken_after_the_deadline(monkeypatch):
+    """The parent works on while libseccomp compiles (patch_profile makes the meaning
+    meanwhile): a program the child sent within the limit is the result, even when the
+    parent comes to read it only after the limit has passed."""
+    monkeypatch.setenv(compile_mod.TIMEOUT_ENV, "0.5")
+    profile = loads(json.dumps({"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]})).profile
+    job = compile_mod.CompileJob(profile, BY_NAME["x86_64"])
+    try:
+        time.sleep(1.0)  # the child is long done; the deadline has passed
+        assert job.compiled().program == compile_profile(profile, BY_NAME["x86_64"]).program
+    finally:
+        job.close()

@@ -67,9 +67,17 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
         job.close()
 
 
+# Above this many conditional rules the meaning is made after the compile, as before:
+# its making grows with the square of a syscall's rules, and a profile libseccomp then
+# refuses (too long a program) must be refused in the compile's time, not after it.
+AHEAD_MAX_RULES = 256
+
+
 def _meaning_ahead(profile: Profile, native: Arch | None) -> Any:
     """The profile's meaning for the filter's arches, made while libseccomp compiles; None
     when it cannot be made (check_and_repair then makes it, and says why, in its order)."""
+    if sum(1 for rule in profile.syscalls if rule.args) > AHEAD_MAX_RULES:
+        return None
     from .. import libseccomp
     from ..compile import filter_arches
     from ..verify.meaning import Meaning

@@ -433,7 +433,6 @@ class Rule1Checker(Checker):
         super().__init__("patched vs rule 1", program, meaning, enosys)
         self.unpatched = tuple(unpatched)
         self.own = {k: tuple(sorted(set(v))) for k, v in own.items()}
-        self.reached: dict[tuple[int, int], bool] = {}
 
     def expected(self, arch: Arch | None, region: Region) -> Iterator[tuple[Region, int | str]]:
         if arch is None:
@@ -459,7 +458,8 @@ class Rule1Checker(Checker):
         A path that leaves the stub for the unpatched program P at pc e is then decided
         without walking P again where rule 1 wants P's own answers: at e = 0, P runs from
         its start on the same data; at e > 0 with nr in A, P is proven to reach e, for this
-        arch, on every path from its start, touching nothing but the arch (prefix_reaches).
+        arch and the calls of the exit, on every path from its start, without telling those
+        calls apart (prefix_reaches): the stub may jump past P's tests on nr, into a rule.
         Everything else (the part of the exit inside E(A) or ocishim's own numbers, or an
         exit that is not proven) walks P from e and is compared piece by piece.
         """
@@ -486,17 +486,10 @@ class Rule1Checker(Checker):
         return Report(self.check, tuple(self.differences.values()), tuple(self.undecided.values()),
                       leaves, self.pieces)
 
-    def _reaches(self, audit: int, pc: int) -> bool:
-        key = (audit, pc)
-        if key not in self.reached:
-            self.reached[key] = _prefix_reaches(self.unpatched, audit, pc)
-        return self.reached[key]
-
     def _after_exit(self, arch: Arch | None, region: Region,
                     exit: regions.Exit) -> Iterator[tuple[Region, int | str | None, bool]]:
         """(piece, expected answer or None for P's own, proven equal without walking)."""
-        proven = exit.pc == 0 or (arch is not None and exit.acc == regions.NR_IN_A
-                                  and self._reaches(arch.audit, exit.pc))
+        proven = exit.pc == 0
         if arch is None:
             yield region, None, exit.pc == 0
             return
@@ -509,7 +502,8 @@ class Rule1Checker(Checker):
                 for piece, want in self.meaning_answers(arch, one):
                     yield piece, want, False
             if rest is not None:
-                yield rest, None, proven
+                yield rest, None, proven or (exit.acc == regions.NR_IN_A and
+                                             _prefix_reaches(self.unpatched, arch.audit, exit.pc, rest))
 
 
 def _loads_first(program: Sequence[Insn]) -> bool:
@@ -517,11 +511,12 @@ def _loads_first(program: Sequence[Insn]) -> bool:
     return bool(program) and program[0].code == LD | W | ABS
 
 
-def _prefix_reaches(program: tuple[Insn, ...], audit: int, pc: int) -> bool:
-    """From its start, for seccomp_data.arch == audit, every path of program reaches pc with
-    nr in A, having tested nothing but the arch: then running it from pc with nr in A gives
-    the same answer as running it from the start, for every call of that arch."""
-    start = restrict(regions.full_region(), OFF_ARCH, ((regions.Cube(audit, audit),)))
+def _prefix_reaches(program: tuple[Insn, ...], audit: int, pc: int, region: Region) -> bool:
+    """From its start, for every call of region with seccomp_data.arch == audit, every path of
+    program reaches pc with nr in A without telling those calls apart (its tests on the arch
+    and nr go one way for all of them): then running it from pc with nr in A gives the same
+    answer as running it from the start, for every such call."""
+    start = restrict(region, OFF_ARCH, ((regions.Cube(audit, audit),)))
     ends = list(regions.walk(program, start, stop_at=frozenset({pc})))
     return bool(ends) and all(isinstance(e, regions.Exit) and e.pc == pc and e.acc == regions.NR_IN_A
                               and e.region == start for e in ends)

@@ -310,7 +310,7 @@ def test_a_checker_trusting_every_entry_misses_wrong_entries(libseccomp_program,
     found all the same: the tests above depend on exactly the proof the mutant drops."""
     p, meaning = libseccomp_program
     (s64, s32), departures = _faults(p)[fault]
-    monkeypatch.setattr(check, "_prefix_reaches", lambda program, audit, pc: True)
+    monkeypatch.setattr(check, "_prefix_reaches", lambda program, audit, pc, region: True)
     report, _, _ = run_checker(p, meaning, s64, s32)
     found = {(d.witness.arch, d.witness.nr, d.got, d.want) for d in report.differences}
     if fault in MISSED_BY_TRUSTING:
