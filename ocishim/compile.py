@@ -29,7 +29,7 @@ from .arch import BY_OCI, Arch, nr_domain, order
 from .bpf import reach
 from .bpf.insn import RET, K, Insn, decode
 from .errors import CompileError, OcishimError, UsageError
-from .profile.model import ArgCond, DataclassFields, Profile, Rule
+from .profile.model import ArgCond, Profile, Rule
 from .record import Record
 
 _set = object.__setattr__  # Records' __init__: fields set once, then immutable
@@ -59,7 +59,6 @@ class PendingRule(Record):
     # alias of the lacked one): libseccomp compiled it into its program too, so the block
     # holds every rule on the number and answers the default itself instead of falling through.
     __slots__ = ("arch", "name", "nr", "action", "args", "path", "rule", "alias")
-    __dataclass_fields__ = DataclassFields(__slots__)
 
     def __init__(self, arch: str, name: str, nr: int, action: int, args: tuple[ArgCond, ...],
                  path: str, rule: Rule | None = None, alias: bool = False) -> None:
@@ -89,7 +88,6 @@ class Compiled(Record):
     # unknown: names neither the table nor libseccomp knows.
     __slots__ = ("program", "arches", "default_action", "bad_arch_action", "flags", "named", "pending",
                  "unknown", "warnings")
-    __dataclass_fields__ = DataclassFields(__slots__)
 
     def __init__(self, program: tuple[Insn, ...], arches: tuple[Arch, ...], default_action: int,
                  bad_arch_action: int, flags: int, named: Mapping[str, frozenset[int]],

@@ -26,7 +26,7 @@ import errno
 import json
 import random
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -106,43 +106,43 @@ def differences(profile: Profile) -> tuple[Difference, ...] | None:
 
 
 def _renumber(rules: Sequence[Rule]) -> tuple[Rule, ...]:
-    return tuple(replace(r, path=f"syscalls[{i}]") for i, r in enumerate(rules))
+    return tuple(r.replace(path=f"syscalls[{i}]") for i, r in enumerate(rules))
 
 
 def smaller(profile: Profile) -> Iterator[Profile]:
     """Every profile one step simpler than profile: fewer arches, rules, conditions, smaller values."""
     for i in range(len(profile.architectures)):
-        yield replace(profile, architectures=profile.architectures[:i] + profile.architectures[i + 1:])
+        yield profile.replace(architectures=profile.architectures[:i] + profile.architectures[i + 1:])
     rules = list(profile.syscalls)
     for i in range(len(rules)):
         if len(rules) > 1:
-            yield replace(profile, syscalls=_renumber(rules[:i] + rules[i + 1:]))
+            yield profile.replace(syscalls=_renumber(rules[:i] + rules[i + 1:]))
     for i, r in enumerate(rules):
         for j in range(len(r.args)):
             if len(r.args) > 1:
                 args = r.args[:j] + r.args[j + 1:]
-                yield replace(profile, syscalls=_renumber(rules[:i] + [replace(r, args=args)] + rules[i + 1:]))
+                yield profile.replace(syscalls=_renumber(rules[:i] + [r.replace(args=args)] + rules[i + 1:]))
         for j, c in enumerate(r.args):
             for simpler in _simpler_conds(c):
                 args = r.args[:j] + (simpler,) + r.args[j + 1:]
-                yield replace(profile, syscalls=_renumber(rules[:i] + [replace(r, args=args)] + rules[i + 1:]))
+                yield profile.replace(syscalls=_renumber(rules[:i] + [r.replace(args=args)] + rules[i + 1:]))
         if r.action != "SCMP_ACT_ALLOW" and profile.default_action != "SCMP_ACT_ALLOW":
-            yield replace(profile, syscalls=_renumber(rules[:i] + [replace(r, action="SCMP_ACT_ALLOW",
+            yield profile.replace(syscalls=_renumber(rules[:i] + [r.replace(action="SCMP_ACT_ALLOW",
                                                                           errno_ret=None)] + rules[i + 1:]))
 
 
 def _simpler_conds(c: ArgCond) -> Iterator[ArgCond]:
     if c.index > 0:
-        yield replace(c, index=c.index - 1)
+        yield c.replace(index=c.index - 1)
     for v in sorted({0, 1, c.value & U32, c.value >> 32, c.value // 2}):
         if v < c.value:
-            yield replace(c, value=v, value_two=c.value_two & v)
+            yield c.replace(value=v, value_two=c.value_two & v)
     if c.value_two:
         for v in sorted({0, c.value_two & U32, c.value_two >> 32}):
             if v < c.value_two:
-                yield replace(c, value_two=v)
+                yield c.replace(value_two=v)
     if c.op != "SCMP_CMP_EQ" and c.op != "SCMP_CMP_MASKED_EQ":
-        yield replace(c, op="SCMP_CMP_EQ")
+        yield c.replace(op="SCMP_CMP_EQ")
 
 
 def size(profile: Profile) -> tuple:

@@ -2,8 +2,7 @@
 
 Records, not dataclasses: every cold build parses a profile, and the dataclasses module
 (it imports inspect, ast, dis, tokenize) and the code it generates for these classes
-cost that start about 20 ms. `dataclasses.replace()` and `fields()` still work on them
-(DataclassFields), for code and tests written against the dataclasses they were.
+cost that start about 20 ms. `value.replace(field=...)` gives a changed copy.
 """
 
 from __future__ import annotations
@@ -11,29 +10,6 @@ from __future__ import annotations
 from ..record import Record
 
 _set = object.__setattr__  # Records' __init__: fields set once, then immutable
-
-
-class DataclassFields:
-    """`__dataclass_fields__` for a Record, made on first use: `dataclasses.replace()`,
-    `fields()` and `is_dataclass()` then treat it as the frozen dataclass it replaces
-    (every field in __init__, in __slots__ order)."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        self.fields: dict | None = None
-
-    def __get__(self, obj: object, cls: type) -> dict:
-        if self.fields is None:
-            import dataclasses
-
-            fields = {}
-            for name in self.names:
-                f = dataclasses.field()
-                f.name = name
-                f._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
-                fields[name] = f
-            self.fields = fields
-        return self.fields
 
 
 class ArgCond(Record):
@@ -45,7 +21,6 @@ class ArgCond(Record):
 
     # op: an OPERATORS key, e.g. "SCMP_CMP_EQ"
     __slots__ = ("index", "value", "value_two", "op")
-    __dataclass_fields__ = DataclassFields(__slots__)
 
     def __init__(self, index: int, value: int, value_two: int, op: str) -> None:
         _set(self, "index", index)
@@ -65,7 +40,6 @@ class Rule(Record):
 
     # action: an ACTIONS key, e.g. "SCMP_ACT_ERRNO"
     __slots__ = ("names", "action", "errno_ret", "args", "path")
-    __dataclass_fields__ = DataclassFields(__slots__)
 
     def __init__(self, names: tuple[str, ...], action: str, errno_ret: int | None = None,
                  args: tuple[ArgCond, ...] = (), path: str = "") -> None:
@@ -88,7 +62,6 @@ class Profile(Record):
     # architectures: OCI names, e.g. "SCMP_ARCH_X86_64"; flags: FILTER_FLAGS keys
     __slots__ = ("default_action", "default_errno_ret", "architectures", "flags", "listener_path",
                  "listener_metadata", "syscalls", "path")
-    __dataclass_fields__ = DataclassFields(__slots__)
 
     def __init__(self, default_action: str, default_errno_ret: int | None = None,
                  architectures: tuple[str, ...] = (), flags: tuple[str, ...] = (),

@@ -19,12 +19,12 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..actions import ACTIONS, FILTER_FLAGS, MAX_ERRNO, OPERATORS
 from ..arch import BY_OCI
 from ..errors import ProfileError
+from ..record import Record
 from . import jsontext, spec_fields
 from .document import (MAX_NESTING, MAX_PROFILE_BYTES, check_fields, decode,  # noqa: F401
                        join, key_path, quote, read_json)
@@ -44,10 +44,10 @@ _DOCKER_TOP_KEYS = ("archMap", "defaultErrno")
 _DOCKER_RULE_KEYS = ("name", "comment", "includes", "excludes", "errno")
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(Record):
     """What `load` found. `profile` is None when the input asks for no filter."""
 
+    __slots__ = ("profile", "kind", "config", "source")
     profile: Profile | None
     kind: str  # one of KINDS
     config: dict | None  # the whole config.json for "bundle" and "config"

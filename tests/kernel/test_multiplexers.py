@@ -24,7 +24,6 @@ Direct i386 socket/IPC syscalls the profile names keep their answers as well.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import json
 import random
@@ -136,7 +135,7 @@ def profile(pid: str) -> Profile:
     p = loaded.profile
     assert p is not None, f"{pid} asks for no filter"
     if "SCMP_ARCH_X86" not in p.architectures:
-        p = dataclasses.replace(p, architectures=(*p.architectures, "SCMP_ARCH_X86"))
+        p = p.replace(architectures=(*p.architectures, "SCMP_ARCH_X86"))
     return p
 
 

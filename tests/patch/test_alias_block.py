@@ -21,7 +21,6 @@ answer EPERM there, and the checked build must need no repair.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 
@@ -127,7 +126,7 @@ def test_a_block_without_the_alias_falls_through():
     the block goes on into P where none matches, and P allows DEPARTS. This is the
     behaviour the alias block must not have, built here by the stub itself."""
     compiled = compile_profile(_profile(SECCOMP), ARM)
-    unaliased = dataclasses.replace(compiled, pending=tuple(dataclasses.replace(p, alias=False)
+    unaliased = compiled.replace(pending=tuple(p.replace(alias=False)
                                                             for p in compiled.pending))
     patched = build(unaliased, parse_mode("unnamed"))
     assert emu.run(patched.program, ARM, NR, DEPARTS).ret == RET_ALLOW

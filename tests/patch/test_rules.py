@@ -48,7 +48,7 @@ EPERM_RET = action_value("SCMP_ACT_ERRNO", None)
 
 
 def _on(rules: Sequence[Rule], name: str) -> tuple[Rule, ...]:
-    return tuple(dataclasses.replace(r, names=(name,), path=f"syscalls[{i}]") for i, r in enumerate(rules))
+    return tuple(r.replace(names=(name,), path=f"syscalls[{i}]") for i, r in enumerate(rules))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +386,6 @@ def test_same_answers(case):
 def test_same_answers_two_rules_one_action(case, more):
     """Two conditional rules with the same action on one syscall: ocishim answers as libseccomp."""
     arch, rule = case
-    second = dataclasses.replace(rule, args=tuple(more))
+    second = rule.replace(args=tuple(more))
     note(f"arch={arch.name} rules={rule}, {second}")
     assert_same(arch, [rule, second], rule.args + tuple(more))

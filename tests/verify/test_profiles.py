@@ -100,9 +100,8 @@ EVERY_ARCH = ("x86_64", "x86", "x32", "aarch64", "arm", "ppc64le", "riscv64", "m
 @functools.cache
 def _alone(name: str, arch: str):
     """The profile with no architectures of its own, compiled for arch as the native one."""
-    import dataclasses
-
-    profile = dataclasses.replace(load(str(PROFILES / name)).profile, architectures=())
+    
+    profile = load(str(PROFILES / name)).profile.replace(architectures=())
     compiled = compile_profile(profile, BY_NAME[arch])
     assert [a.name for a in compiled.arches] == [arch]
     return profile, compiled
