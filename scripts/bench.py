@@ -194,6 +194,7 @@ class Startup:
         self.row("`python -c pass` in the venv", ".cache/bench-venv/bin/python -c pass", venv_python)
         self.pass_through()
         self.hook()
+        self.system_install()
         self.create()
         self.run_cmd()
         self.podman()
@@ -230,6 +231,42 @@ class Startup:
             self.row(f"`ocishim hook precreate`, {which}" + (" (cache off)" if which == "cold" else ""),
                      "ocishim hook precreate < config.json  # Docker's profile, x86_64 x86 x32",
                      ours, "`python3 -I -S -c pass`", floor)
+
+    def system_install(self) -> None:
+        """The Debian package's way to start ocishim: /usr/bin/python3 -IS (the same #!
+        line as debian/rules writes), here from `make install` (scripts/install_prefix.sh)
+        into a private prefix; skipped where that Python lacks the dependencies."""
+        python = "/usr/bin/python3"
+        probe = subprocess.run([python, "-c", "import elftools, psutil\ntry:\n import seccomp\n"
+                                "except ImportError:\n import pyseccomp"], capture_output=True)
+        if probe.returncode != 0:
+            print(f"  ({python} lacks the dependencies: no -IS rows)", file=sys.stderr)
+            return
+        prefix = self.tmp / "prefix"
+        subprocess.run([str(REPO / "scripts" / "install_prefix.sh"), "install", "", str(prefix), python],
+                       check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        # make install copies sources only: compile them as the Debian package does.
+        subprocess.run([python, "-m", "compileall", "-q", str(prefix / "lib" / "ocishim")], check=True)
+        hook = [str(prefix / "bin" / "ocishim"), "hook", "precreate"]
+        subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL, env=self.env("hit"),
+                       check=True)  # this install's own entry
+        cid = "h11-bench-state-is"
+        subprocess.run([self.runc, "create", "--bundle", str(self.bundle), cid], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            floor, theirs, ours, hit = medians([
+                dict(argv=[python, "-I", "-S", "-c", "pass"]),
+                dict(argv=[self.runc, "state", cid]),
+                dict(argv=[str(prefix / "bin" / "ocishim-runtime"), "state", cid],
+                     env=self.env("cold", OCISHIM_RUNTIME=self.runc)),
+                dict(argv=hook, stdin=self.original, env=self.env("hit"))], self.runs)
+        finally:
+            subprocess.run([self.runc, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+        self.row("pass-through, `python3 -IS` (the Debian package's #! line; make install)",
+                 "OCISHIM_RUNTIME=runc /usr/bin/ocishim-runtime state ID", ours, "`runc state ID`", theirs)
+        self.row("`ocishim hook precreate`, hit, `python3 -IS`",
+                 "/usr/bin/ocishim hook precreate < config.json", hit, "`/usr/bin/python3 -I -S -c pass`",
+                 floor)
 
     def _create(self, argv_prefix: list[str], env: dict | None) -> dict:
         cid = "h11-bench-create"
@@ -292,8 +329,9 @@ class Startup:
         empty = self.tmp / "no-hooks.d"
         empty.mkdir()
         subprocess.run([*base, "--hooks-dir", str(hooks), *tail], check=True)  # warms the cache
+        # podman's own time moves by tens of ms from run to run: more runs than the others.
         theirs, ours = medians([dict(argv=[*base, "--hooks-dir", str(empty), *tail]),
-                                dict(argv=[*base, "--hooks-dir", str(hooks), *tail])], self.runs)
+                                dict(argv=[*base, "--hooks-dir", str(hooks), *tail])], max(self.runs, 25))
         self.row("podman run with the hook, hit", "podman --hooks-dir D --runtime runc run --rm "
                  "--security-opt seccomp=P --rootfs R /bin/true", ours, "the same without the hook", theirs)
 

@@ -27,17 +27,19 @@ rm -rf "$lib/ocishim"
 git ls-files -z --cached --others --exclude-standard ocishim | while IFS= read -r -d '' f; do
 	[ -f "$f" ] && install -D -m 0644 "$f" "$lib/$f"
 done
-launcher() {  # NAME MODULE FLAGS
-	printf '#!%s %s\nimport sys\nsys.path.insert(0, %s)\nfrom %s import main\nsys.exit(main())\n' \
-		"$python" "$3" "'$prefix/lib/ocishim'" "$2" > "$root/bin/$1"
+launcher() {  # NAME FLAGS: bin/NAME with this Python and the private package directory
+	{
+		printf '#!%s %s\nimport sys\nsys.path.insert(0, %s)\n' "$python" "$2" "'$prefix/lib/ocishim'"
+		tail -n +2 "bin/$1"
+	} > "$root/bin/$1"
 	chmod 0755 "$root/bin/$1"
 }
 # Without site (-IS, one word: the kernel hands a #! line's flags over as one argument):
 # the hook (once per container) and a pass-through (four of containerd's five calls per
 # container) need only this package and the binding on the site directories' paths;
 # every other command runs site's set-up itself (ocishim/startup.py).
-launcher ocishim ocishim.cli -IS
-launcher ocishim-runtime ocishim.runtime -IS
+launcher ocishim -IS
+launcher ocishim-runtime -IS
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 "$python" scripts/gen_man.py "$gen"
