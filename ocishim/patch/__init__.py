@@ -67,9 +67,9 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
         job.close()
 
 
-# Above this many conditional rules the meaning is made after the compile, as before:
-# its making grows with the square of a syscall's rules, and a profile libseccomp then
-# refuses (too long a program) must be refused in the compile's time, not after it.
+# Above this many conditional rules the meaning is made after the compile, as before: a
+# profile that large is often one libseccomp refuses (too long a program), and that
+# refusal should come in the compile's time, not after the meaning's.
 AHEAD_MAX_RULES = 256
 
 

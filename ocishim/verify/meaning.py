@@ -33,6 +33,7 @@ libseccomp's code nor from ocishim.patch:
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Sequence
 
 from ..record import Record
@@ -117,6 +118,12 @@ def _norm(c: ArgCond, bits: int) -> ArgCond:
     width = U64 if bits == 64 else U32
     two = c.value_two & width if c.op == "SCMP_CMP_MASKED_EQ" else 0
     return ArgCond(c.index, c.value & width, two, c.op)
+
+
+def _subsets(conds: frozenset) -> list[frozenset]:
+    """Every non-empty subset of a condition set (at most six conditions: 63 subsets)."""
+    items = list(conds)
+    return [frozenset(c) for size in range(1, len(items) + 1) for c in combinations(items, size)]
 
 
 def _condition_sets(args: tuple[ArgCond, ...]) -> tuple[tuple[ArgCond, ...], ...]:
@@ -261,26 +268,46 @@ class Meaning:
         return out
 
     def _combine(self, arch: Arch, rules: list[Rule]) -> OnNr:
+        """The rules on one syscall number, as libseccomp merges them (rule 12): the first
+        unconditional rule, else the condition sets in order, an extension (or repeat) of
+        an earlier set dropped, and a refusal where two sets would need libseccomp's
+        merge order to settle (the same conditions, or a shorter set after a longer one,
+        with other actions).
+
+        Indexed by every subset of each kept set (a set has at most six conditions, one
+        per argument), so that a syscall with thousands of rules costs linear time.
+        """
         for rule in rules:
             if not rule.args:
                 return OnNr(action_value(rule.action, rule.errno_ret), ())
         sets: list[CondSet] = []
+        normed: list[frozenset] = []  # each kept set's conditions, as compared
+        first: dict[frozenset, int] = {}  # a kept set's conditions -> its index
+        first_above: dict[frozenset, dict[int, int]] = {}  # subset -> action -> first index holding it
         for rule in rules:
             action = action_value(rule.action, rule.errno_ret)
             for group in _condition_sets(rule.args):
                 new = frozenset(_norm(c, arch.bits) for c in group)
-                keep = True
-                for s in sets:
-                    old = frozenset(_norm(c, arch.bits) for c in s.conds)
-                    if old <= new:
-                        if old == new and s.action != action:
-                            raise Refused(f"{rule.path}: the same conditions as {s.path} with another action")
-                        keep = False  # an extension (or repeat) of an earlier set is dropped
-                        break
-                    if new < old and s.action != action:
-                        raise Refused(f"{rule.path}: a shorter rule with another action after {s.path}")
-                if keep:
-                    sets.append(CondSet(tuple(group), action, rule.path))
+                subsets = _subsets(new)
+                # The first earlier set that new extends or repeats, and the first earlier
+                # superset of new with another action: whichever comes first decides.
+                below = min((first[s] for s in subsets if s in first), default=None)
+                above = min((i for a, i in first_above.get(new, {}).items() if a != action),
+                            default=None)
+                if above is not None and (below is None or above < below):
+                    raise Refused(f"{rule.path}: a shorter rule with another action after "
+                                  f"{sets[above].path}")
+                if below is not None:
+                    if normed[below] == new and sets[below].action != action:
+                        raise Refused(f"{rule.path}: the same conditions as {sets[below].path} "
+                                      "with another action")
+                    continue  # an extension (or repeat) of an earlier set is dropped
+                index = len(sets)
+                sets.append(CondSet(tuple(group), action, rule.path))
+                normed.append(new)
+                first.setdefault(new, index)
+                for s in subsets:
+                    first_above.setdefault(s, {}).setdefault(action, index)
         return OnNr(None, tuple(sets))
 
 
