@@ -33,12 +33,6 @@ class ActionSpec(Record):
         _set(self, "base", base)
         _set(self, "takes_errno", takes_errno)
 
-    def _values(self) -> tuple:
-        return (self.oci, self.base, self.takes_errno)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 ACTIONS: dict[str, ActionSpec] = {
     spec.oci: spec

@@ -32,12 +32,6 @@ class Arch(Record):
         _set(self, "little_endian", little_endian)
         _set(self, "bits", bits)
 
-    def _values(self) -> tuple:
-        return (self.name, self.token, self.audit, self.little_endian, self.bits)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     @property
     def oci(self) -> str:
         return "SCMP_ARCH_" + self.name.upper()

@@ -71,12 +71,6 @@ class PendingRule(Record):
         _set(self, "rule", rule)
         _set(self, "alias", alias)
 
-    def _values(self) -> tuple:
-        return (self.arch, self.name, self.nr, self.action, self.args, self.path, self.rule, self.alias)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class Compiled(Record):
     """libseccomp's program for a profile, and what the patcher needs beside it."""
@@ -102,13 +96,6 @@ class Compiled(Record):
         _set(self, "pending", pending)
         _set(self, "unknown", unknown)
         _set(self, "warnings", warnings)
-
-    def _values(self) -> tuple:
-        return (self.program, self.arches, self.default_action, self.bad_arch_action, self.flags,
-                self.named, self.pending, self.unknown, self.warnings)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's (fails: named is a dict)
-        return hash(self._values())
 
 
 def rule_conditions(args: tuple[ArgCond, ...]) -> tuple[tuple[ArgCond, ...], ...]:

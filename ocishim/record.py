@@ -3,7 +3,8 @@
 A frozen dataclass costs that start about 1 ms to define and the dataclasses module
 about 5 more to import (it imports inspect, ast, dis...); a NamedTuple needs typing.
 A Record is defined by listing its fields; it is compared and hashed by value, cannot
-be changed, pickles, and `replace` gives a changed copy.
+be changed, pickles, and `replace` gives a changed copy. Records made on hot paths
+spell out `__init__` (a plain method sets each field faster than the generic one).
 
     class Point(Record):
         __slots__ = ("x", "y")
@@ -11,6 +12,11 @@ be changed, pickles, and `replace` gives a changed copy.
 """
 
 from __future__ import annotations
+
+try:
+    from _operator import attrgetter  # the C module: operator itself is a Python import
+except ImportError:  # pragma: no cover - another Python
+    from operator import attrgetter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +49,20 @@ class Record:
             else:
                 raise TypeError(f"{name}() needs {field!r}")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """`_values` for the class, from its __slots__, by a C attrgetter: records on the
+        cold path are compared and hashed millions of times."""
+        super().__init_subclass__(**kwargs)
+        if "_values" in cls.__dict__ or not cls.__slots__:
+            return
+        get = attrgetter(*cls.__slots__)
+        if len(cls.__slots__) == 1:
+            cls._values = lambda self: (get(self),)  # type: ignore[method-assign]
+        else:
+            cls._values = lambda self: get(self)  # type: ignore[method-assign]
+
     def _values(self) -> tuple[Any, ...]:
+        """The fields' values, in __slots__ order."""
         return tuple(getattr(self, field) for field in self.__slots__)
 
     def replace(self, **changes: Any) -> Record:
@@ -66,8 +85,8 @@ class Record:
             return NotImplemented
         return self._values() == other._values()  # type: ignore[attr-defined]
 
-    def __hash__(self) -> int:
-        return hash((self.__class__.__name__, self._values()))
+    def __hash__(self) -> int:  # as a frozen dataclass's: sets of them keep the same order
+        return hash(self._values())
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{f}={v!r}" for f, v in zip(self.__slots__, self._values()))

@@ -30,12 +30,6 @@ class Label(Record):
     def __init__(self, name: str) -> None:
         _set(self, "name", name)
 
-    def _values(self) -> tuple:
-        return (self.name,)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class Cond(Record):
     """A conditional jump (code is JMP|JEQ/JGT/JGE/JSET|K) to labels jt and jf."""
@@ -48,24 +42,12 @@ class Cond(Record):
         _set(self, "jt", jt)
         _set(self, "jf", jf)
 
-    def _values(self) -> tuple:
-        return (self.code, self.k, self.jt, self.jf)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class Goto(Record):
     __slots__ = ("target",)
 
     def __init__(self, target: str) -> None:
         _set(self, "target", target)
-
-    def _values(self) -> tuple:
-        return (self.target,)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
 
 Item = Union[Insn, Label, Cond, Goto]

@@ -51,12 +51,6 @@ class Result(Record):
         _set(self, "trace", trace)
         _set(self, "loads", loads)
 
-    def _values(self) -> tuple:
-        return (self.ret, self.trace, self.loads)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     @property
     def read_args(self) -> bool:
         """True when the answer may depend on the arguments or the instruction pointer."""

@@ -69,12 +69,6 @@ class Insn(Record):
                 and 0 <= k <= 0xFFFFFFFF):
             raise BpfError("", f"instruction field out of range: {self!r}")
 
-    def _values(self) -> tuple:
-        return (self.code, self.jt, self.jf, self.k)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     def __post_init__(self) -> None:
         if not (0 <= self.code <= 0xFFFF and 0 <= self.jt <= 0xFF and 0 <= self.jf <= 0xFF
                 and 0 <= self.k <= 0xFFFFFFFF):

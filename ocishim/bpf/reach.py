@@ -49,12 +49,6 @@ class Span(Record):
         _set(self, "hi", hi)
         _set(self, "answers", answers)
 
-    def _values(self) -> tuple:
-        return (self.lo, self.hi, self.answers)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 def _walk(program: Sequence[Insn], audit: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
     """(lo, hi, answer) for every return the program reaches, with the nr interval that reaches it.

@@ -56,12 +56,6 @@ class Rewrite(Record):
         _set(self, "enosys_names", enosys_names)
         _set(self, "uncovered", uncovered)
 
-    def _values(self) -> tuple:
-        return (self.config, self.patched, self.enosys_names, self.uncovered)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 def _our_rule(names: list[str]) -> dict[str, Any]:
     return {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}

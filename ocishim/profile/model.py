@@ -28,12 +28,6 @@ class ArgCond(Record):
         _set(self, "value_two", value_two)
         _set(self, "op", op)
 
-    def _values(self) -> tuple:
-        return (self.index, self.value, self.value_two, self.op)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class Rule(Record):
     """One `syscalls[]` entry. `path` is its JSON path, for error messages."""
@@ -48,12 +42,6 @@ class Rule(Record):
         _set(self, "errno_ret", errno_ret)
         _set(self, "args", args)
         _set(self, "path", path)
-
-    def _values(self) -> tuple:
-        return (self.names, self.action, self.errno_ret, self.args, self.path)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
 
 class Profile(Record):
@@ -75,13 +63,6 @@ class Profile(Record):
         _set(self, "listener_metadata", listener_metadata)
         _set(self, "syscalls", syscalls)
         _set(self, "path", path)
-
-    def _values(self) -> tuple:
-        return (self.default_action, self.default_errno_ret, self.architectures, self.flags,
-                self.listener_path, self.listener_metadata, self.syscalls, self.path)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
     def field_path(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name

@@ -40,12 +40,6 @@ class _ArchTable(Record):
         _set(self, "numbers", numbers)
         _set(self, "floor", floor)
 
-    def _values(self) -> tuple:
-        return (self.by_name, self.by_nr, self.since, self.until, self.numbers, self.floor)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 @functools.cache
 def _table(arch: str) -> _ArchTable:

@@ -54,12 +54,6 @@ class Witness(Record):
         _set(self, "args", args)
         _set(self, "ip", ip)
 
-    def _values(self) -> tuple:
-        return (self.arch, self.audit, self.nr, self.args, self.ip)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     def text(self) -> str:
         name = syscalls.name(self.arch, self.nr) if self.arch in syscalls.arches() else None
         call = f"{name or 'nr'}({self.nr:#x})" if self.nr >= 0x10000 else f"{name or 'nr'}({self.nr})"
@@ -85,12 +79,6 @@ class Difference(Record):
         _set(self, "want", want)
         _set(self, "known", known)
 
-    def _values(self) -> tuple:
-        return (self.check, self.witness, self.got, self.want, self.known)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     def text(self) -> str:
         note = f"  [known: {self.known}]" if self.known else ""
         return f"{self.check}: {self.witness.text()}: program {describe(self.got)}, expected {describe(self.want)}{note}"
@@ -111,12 +99,6 @@ class Undecided(Record):
         _set(self, "witness", witness)
         _set(self, "reason", reason)
 
-    def _values(self) -> tuple:
-        return (self.check, self.witness, self.reason)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     def text(self) -> str:
         return f"{self.check}: cannot decide at {self.witness.text()}: {self.reason}"
 
@@ -135,12 +117,6 @@ class Report(Record):
         _set(self, "undecided", undecided)
         _set(self, "leaves", leaves)
         _set(self, "pieces", pieces)
-
-    def _values(self) -> tuple:
-        return (self.check, self.differences, self.undecided, self.leaves, self.pieces)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
     @property
     def agrees(self) -> bool:

@@ -89,12 +89,6 @@ class CondSet(Record):
         _set(self, "action", action)
         _set(self, "path", path)
 
-    def _values(self) -> tuple:
-        return (self.conds, self.action, self.path)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class OnNr(Record):
     """Everything the profile says about one (arch, nr)."""
@@ -106,12 +100,6 @@ class OnNr(Record):
     def __init__(self, always: int | None, sets: tuple[CondSet, ...]) -> None:
         _set(self, "always", always)
         _set(self, "sets", sets)
-
-    def _values(self) -> tuple:
-        return (self.always, self.sets)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
 
 def _norm(c: ArgCond, bits: int) -> ArgCond:

@@ -82,12 +82,6 @@ class Cube(Record):
         _set(self, "mask", mask)
         _set(self, "bits", bits)
 
-    def _values(self) -> tuple:
-        return (self.lo, self.hi, self.mask, self.bits)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
     def smallest(self) -> int | None:
         """The smallest member, or None when the cube is empty."""
         if not self.mask:  # a plain interval, the common case
@@ -186,12 +180,6 @@ class Atom(Record):
         _set(self, "k", k)
         _set(self, "mask", mask)
 
-    def _values(self) -> tuple:
-        return (self.word, self.op, self.k, self.mask)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 Region = tuple[WordSet, ...]  # one WordSet per word of seccomp_data
 
@@ -238,12 +226,6 @@ class Leaf(Record):
         _set(self, "region", region)
         _set(self, "answer", answer)
 
-    def _values(self) -> tuple:
-        return (self.region, self.answer)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
-
 
 class Exit(Record):
     """A path that reaches pc (a stop of the walk) with A holding acc."""
@@ -254,12 +236,6 @@ class Exit(Record):
         _set(self, "region", region)
         _set(self, "pc", pc)
         _set(self, "acc", acc)
-
-    def _values(self) -> tuple:
-        return (self.region, self.pc, self.acc)
-
-    def __hash__(self) -> int:  # as a frozen dataclass's: the same set orders
-        return hash(self._values())
 
 
 # What A holds: ("const", k) or ("word", offset, mask) for `word & mask`.
