@@ -67,17 +67,9 @@ def patch_profile(profile: Profile, mode: Mode | str = "unnamed", emulate: Versi
         job.close()
 
 
-# Above this many conditional rules the meaning is made after the compile, as before: a
-# profile that large is often one libseccomp refuses (too long a program), and that
-# refusal should come in the compile's time, not after the meaning's.
-AHEAD_MAX_RULES = 256
-
-
 def _meaning_ahead(profile: Profile, native: Arch | None) -> Any:
     """The profile's meaning for the filter's arches, made while libseccomp compiles; None
     when it cannot be made (check_and_repair then makes it, and says why, in its order)."""
-    if sum(1 for rule in profile.syscalls if rule.args) > AHEAD_MAX_RULES:
-        return None
     from .. import libseccomp
     from ..compile import filter_arches
     from ..verify.meaning import Meaning
