@@ -26,8 +26,9 @@ os.posix_spawn, not subprocess (which brings selectors, threading and contextlib
 private directory is made and removed with os calls, not tempfile and shutil (random,
 fnmatch, bz2, lzma); Prepared is a plain class, not a dataclass; signals are handled
 through _signal, the signal module's C half, without the enums it builds at import
-(enum, functools and collections). The runtime's `--version` runs while the config is
-read and rewritten.
+(enum, functools and collections). A runtime whose file is named runc is taken for runc
+(named_kind); any other is asked its `--version`, which runs while the config is read
+and rewritten.
 """
 
 from __future__ import annotations
@@ -181,6 +182,17 @@ class _Probe:
                 pass
             _wait(self.pid)
             self.pid = None
+
+
+def named_kind(binary: str) -> str | None:
+    """"runc" for a runtime whose file is named runc, without asking it; else None (ask).
+
+    The name decides only what is safe either way: the runc way is the temporary bundle,
+    which any runtime reads (crun too), and crun's `run` deletes its container on exit
+    as runc's does. Only crun's --config needs the runtime's own word, since runc
+    refuses that flag. Asking costs a whole Go start beside every `ocishim run`.
+    """
+    return "runc" if os.path.basename(os.path.realpath(binary)).startswith("runc") else None
 
 
 def is_crun(binary: str) -> bool:
@@ -478,12 +490,14 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     for sig in FORWARDED:
         previous[sig] = _signal.signal(sig, forward)
     probe: _Probe | None = None
-    kind: str | None = None
+    kind = named_kind(binary)
     tmp: str | None = None
     try:
-        probe = _Probe(binary)
+        if kind is None:
+            probe = _Probe(binary)
         config = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
-        kind = probe.kind()
+        if probe is not None:
+            kind = probe.kind()
         prepared = write_bundle(config, bundle_dir(bundle), kind == "crun")
         tmp = prepared.tmp
         if pending:
