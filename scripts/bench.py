@@ -6,9 +6,11 @@ docs/benchmarks.md (the README quotes it).
 Sections:
 - start-up: the wrapper's pass-through, the hook, the wrapper's create and `ocishim run`,
   cold (cache off) and with a compiled-filter cache hit, for runc and crun; podman run
-  with and without the hook. ocishim runs from a non-editable install in its own venv
-  (.cache/bench-venv), as users get it: an editable install's import hook alone costs
-  about 10 ms per start.
+  with and without the hook (crun, podman's default here, and runc). ocishim runs from a
+  non-editable install in its own venv of Debian's /usr/bin/python3
+  (.cache/bench-venv-debian), as users of Debian 12 get it: an editable install's import
+  hook alone costs about 10 ms per start; and from `make install` with `python3 -IS`,
+  the Debian package's way.
 - per syscall: a C loop of getppid (a syscall the kernel's action cache passes without
   running the filter) and of personality(0xffffffff) (an argument-filtered rule in
   Docker's profile), without a filter, under libseccomp's program and under each mode.
@@ -47,7 +49,11 @@ from ocishim.profile import load, to_oci  # noqa: E402
 MODES = ("off", "auto", "max", "unnamed", "kernel:5.4")
 PROFILES = REPO.parent / "shared" / "data" / "profiles"
 BPF_PROFILES = [PROFILES / "docker-default.json", PROFILES / "containers-default.json"]
-BENCH_VENV = REPO / ".cache" / "bench-venv"
+BENCH_VENV = REPO / ".cache" / "bench-venv-debian"
+# The Python a user of Debian 12 makes a venv with, and the one the Debian package's
+# launchers run (this machine kind also has another python3 first in PATH, which starts
+# 1-2 ms slower and loads binascii, select and _ctypes as shared objects).
+SYSTEM_PYTHON = "/usr/bin/python3"
 OUT = REPO / "docs" / "benchmarks.md"
 ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
 
@@ -118,7 +124,8 @@ def bench_venv() -> Path:
     """A venv with ocishim installed from this checkout, not editable (re-installed each run)."""
     python = BENCH_VENV / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        base = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable
+        subprocess.run([base, "-m", "venv", str(BENCH_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                     str(REPO)], check=True)
@@ -172,6 +179,7 @@ class Startup:
             path.chmod(0o644)
             self.settings[name] = path
         self.rows: list[tuple[str, str, float, str, float | None]] = []
+        self.system_bin: Path | None = None  # the `python3 -IS` install (system_install)
 
     def env(self, which: str, **extra: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("OCISHIM_")}
@@ -188,10 +196,10 @@ class Startup:
               file=sys.stderr)
 
     def run_all(self) -> None:
-        floor, venv_python = medians([dict(argv=[sys.executable, "-I", "-S", "-c", "pass"]),
+        floor, venv_python = medians([dict(argv=[str(self.bin / "python"), "-I", "-S", "-c", "pass"]),
                                       dict(argv=[str(self.bin / "python"), "-c", "pass"])], self.runs)
-        self.row("`python3 -I -S -c pass` (the floor)", "python3 -I -S -c pass", floor)
-        self.row("`python -c pass` in the venv", ".cache/bench-venv/bin/python -c pass", venv_python)
+        self.row("`python3 -I -S -c pass` (the floor)", "/usr/bin/python3 -I -S -c pass", floor)
+        self.row("`python -c pass` in the venv", ".cache/bench-venv-debian/bin/python -c pass", venv_python)
         self.pass_through()
         self.hook()
         self.system_install()
@@ -224,7 +232,7 @@ class Startup:
         hook = [str(self.bin / "ocishim"), "hook", "precreate"]
         subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL, env=self.env("hit"),
                        check=True)  # the entry for the hits
-        floor, cold, hit = medians([dict(argv=[sys.executable, "-I", "-S", "-c", "pass"]),
+        floor, cold, hit = medians([dict(argv=[str(self.bin / "python"), "-I", "-S", "-c", "pass"]),
                                     dict(argv=hook, stdin=self.original, env=self.env("cold")),
                                     dict(argv=hook, stdin=self.original, env=self.env("hit"))], self.runs)
         for which, ours in (("cold", cold), ("hit", hit)):
@@ -247,6 +255,7 @@ class Startup:
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         # make install copies sources only: compile them as the Debian package does.
         subprocess.run([python, "-m", "compileall", "-q", str(prefix / "lib" / "ocishim")], check=True)
+        self.system_bin = prefix / "bin"
         hook = [str(prefix / "bin" / "ocishim"), "hook", "precreate"]
         subprocess.run(hook, input=self.original, stdout=subprocess.DEVNULL, env=self.env("hit"),
                        check=True)  # this install's own entry
@@ -292,10 +301,20 @@ class Startup:
         env_base = {k: v for k, v in os.environ.items() if k != "OCISHIM_CACHE"}
         envs = {w: {**env_base, "OCISHIM_CACHE": "off" if w == "cold" else str(self.cache)}
                 for w in ("cold", "hit")}
-        theirs, cold, hit = medians(
-            [dict(argv=[self.runc, "run", "--bundle", str(self.bundle), "h11-bench-run"], before=self.restore)]
+        # runc given the config ocishim writes for it, started by the bench: what runc's own
+        # compile of the rewritten profile (the E(A) rule, runtimes.md) costs, without ocishim.
+        patched = json.loads(subprocess.run([ocishim, "hook", "precreate"], input=self.original,
+                                            capture_output=True, check=True, env=self.env("hit")).stdout)
+        rewritten = bundles.spec(self.tmp / "bundle-rewritten", self.rootfs, ["/bin/true"],
+                                 patched["linux"]["seccomp"]).parent
+        theirs, plain_rewritten, cold, hit = medians(
+            [dict(argv=[self.runc, "run", "--bundle", str(self.bundle), "h11-bench-run"], before=self.restore),
+             dict(argv=[self.runc, "run", "--bundle", str(rewritten), "h11-bench-run"])]
             + [dict(argv=[ocishim, "run", "--runtime", "runc", str(self.bundle)], env=envs[w],
                     before=self.restore) for w in ("cold", "hit")], self.runs)
+        self.row("`runc run` of the config ocishim writes for runc (no ocishim process)",
+                 "runc run --bundle B2 ID  # B2: `ocishim hook precreate` output", plain_rewritten,
+                 "`runc run ID`", theirs)
         for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim run --runtime runc`, {which}", "ocishim run --runtime runc B",
                      ours, "`runc run ID`", theirs)
@@ -312,28 +331,77 @@ class Startup:
                      "`unshare -m ... crun --cgroup-manager=disabled run ID`", theirs)
 
     def podman(self) -> None:
+        """podman run with and without the hook, for podman's default runtime here (crun,
+        which loads ocishim's program from the annotation) and for runc (which compiles the
+        rewritten profile itself). Two more rows take runc's figure apart: a hook that only
+        decodes and re-encodes the config in `python3 -IS` (the least a Python hook costs
+        podman), and that hook putting in ocishim's output (what runc's compile of the
+        rewritten profile costs)."""
         if shutil.which("podman") is None:
             return
-        hooks = self.tmp / "hooks.d"
-        hooks.mkdir()
-        entry = {"version": "1.0.0", "hook": {"path": str(self.bin / "ocishim"),
-                                              "args": ["ocishim", "hook", "precreate"],
-                                              "env": [f"OCISHIM_CONFIG={self.settings['hit']}"]},
-                 "when": {"always": True}, "stages": ["precreate"]}
-        (hooks / "ocishim-precreate.json").write_text(json.dumps(entry))
         seccomp = self.tmp / "seccomp.json"
         seccomp.write_text(json.dumps(docker_seccomp()))
-        base = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-        tail = ["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-                "--security-opt", f"seccomp={seccomp}", "--rootfs", str(self.rootfs), "/bin/true"]
+        patched = self.tmp / "patched.json"
+        patched.write_bytes(subprocess.run([str(self.bin / "ocishim"), "hook", "precreate"],
+                                           input=self.original, capture_output=True, check=True,
+                                           env=self.env("hit")).stdout)
+        hooks = {"venv": self._hooks_dir("hook", self.bin / "ocishim")}
+        if self.system_bin is not None:
+            hooks["IS"] = self._hooks_dir("hook-is", self.system_bin / "ocishim")
+        for name, body in (("echo", ""), ("echo-patched", (
+                f"p = json.loads(open({str(patched)!r}, 'rb').read())\n"
+                "c['linux']['seccomp'] = p['linux']['seccomp']\n"
+                "c.setdefault('annotations', {}).update(p.get('annotations', {}))\n"))):
+            script = self.tmp / f"{name}.py"
+            script.write_text("#!/usr/bin/python3 -IS\nimport json, sys\n"
+                              f"c = json.loads(sys.stdin.buffer.read())\n{body}"
+                              "sys.stdout.write(json.dumps(c))\n")
+            script.chmod(0o755)
+            hooks[name] = self._hooks_dir(name, script, args=[name], env=False)
         empty = self.tmp / "no-hooks.d"
         empty.mkdir()
-        subprocess.run([*base, "--hooks-dir", str(hooks), *tail], check=True)  # warms the cache
-        # podman's own time moves by tens of ms from run to run: more runs than the others.
-        theirs, ours = medians([dict(argv=[*base, "--hooks-dir", str(empty), *tail]),
-                                dict(argv=[*base, "--hooks-dir", str(hooks), *tail])], max(self.runs, 25))
-        self.row("podman run with the hook, hit", "podman --hooks-dir D --runtime runc run --rm "
-                 "--security-opt seccomp=P --rootfs R /bin/true", ours, "the same without the hook", theirs)
+        tail = ["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                "--security-opt", f"seccomp={seccomp}", "--rootfs", str(self.rootfs), "/bin/true"]
+        for runtime in ("crun", "runc"):
+            if runtime == "crun":  # crun refuses this machine's hybrid cgroups (runtimes.md)
+                base = [*bundles.crun_prefix(), "podman", "--runtime", "crun", "--cgroup-manager",
+                        "cgroupfs"]
+                tail_here = [tail[0], "--cgroups=disabled", *tail[1:]]
+                shown = "unshare -m ... podman --runtime crun ... run --cgroups=disabled"
+                which = [k for k in ("venv", "IS") if k in hooks]
+            else:
+                base = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+                tail_here = tail
+                shown = "podman --runtime runc ... run"
+                which = [k for k in ("venv", "IS", "echo", "echo-patched") if k in hooks]
+            for k in which:  # warms the cache of each install
+                subprocess.run([*base, "--hooks-dir", str(hooks[k]), *tail_here], check=True,
+                               stdout=subprocess.DEVNULL)
+            # podman's own time moves by tens of ms from run to run: more runs than the others.
+            theirs, *ours = medians([dict(argv=[*base, "--hooks-dir", str(empty), *tail_here])]
+                                    + [dict(argv=[*base, "--hooks-dir", str(hooks[k]), *tail_here])
+                                       for k in which], max(self.runs, 25))
+            labels = {"venv": "with the hook, hit",
+                      "IS": "with the hook, hit, `python3 -IS`",
+                      "echo": "with a `python3 -IS` hook that only decodes and re-encodes the config",
+                      "echo-patched": "with that hook putting in ocishim's output (runc compiles the "
+                                      "rewritten profile)"}
+            for k, t in zip(which, ours):
+                self.row(f"podman run ({runtime}) {labels[k]}",
+                         f"{shown} --security-opt seccomp=P --rootfs R /bin/true  # --hooks-dir D",
+                         t, "the same without the hook", theirs)
+
+    def _hooks_dir(self, name: str, path: Path, args: list[str] | None = None,
+                   env: bool = True) -> Path:
+        """A hooks.d directory with one precreate hook."""
+        directory = self.tmp / f"hooks-{name}"
+        directory.mkdir()
+        hook = {"path": str(path), "args": args or ["ocishim", "hook", "precreate"]}
+        if env:
+            hook["env"] = [f"OCISHIM_CONFIG={self.settings['hit']}"]
+        (directory / "ocishim-precreate.json").write_text(json.dumps(
+            {"version": "1.0.0", "hook": hook, "when": {"always": True}, "stages": ["precreate"]}))
+        return directory
 
     def containerd(self) -> None:
         """`ctr run --rm --seccomp` (containerd's default profile) through the wrapper or not,
