@@ -111,3 +111,42 @@ def test_runc_under_another_name_is_asked(tmp_path):
     finally:
         subprocess.run([str(copy), "--root", str(root), "delete", "--force", cid],
                        capture_output=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("listener", [None, "agent.sock", "/run/agent.sock"])
+@pytest.mark.parametrize("cache", ["off", "hit"])
+def test_the_seccomp_text_kept_from_the_rewrite_writes_the_same_bytes(listener, cache, tmp_path,
+                                                                     monkeypatch):
+    """write_bundle with the Filter's linux.seccomp text writes config.json byte for byte
+    as writing the decoded object again does, for runc's way (which may make a relative
+    listenerPath absolute: then the text is not used) and crun's."""
+    import copy
+
+    from ocishim.integrations import run
+    from ocishim.modes import Mode
+
+    _needs("runc")
+    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
+    seccomp = bundles.docker_profile()
+    if listener:
+        seccomp["listenerPath"] = listener
+    bundle = bundles.spec(tmp_path / "bundle", rootfs, ["true"], seccomp).parent
+    entries = tmp_path / "cache"
+    entries.mkdir(mode=0o700)
+    monkeypatch.setenv("OCISHIM_CACHE", "off" if cache == "off" else str(entries))
+    if cache == "hit":
+        run.patched_config(str(bundle), Mode("unnamed"), None, False)  # stores the entry
+        assert len(list(entries.iterdir())) == 1
+    config, text = run.patched_config(str(bundle), Mode("unnamed"), None, False)
+    assert text is not None
+    for crun in (False, True):
+        written = []
+        for kept in (text, None):
+            prepared = run.write_bundle(copy.deepcopy(config), str(bundle), crun, kept)
+            try:
+                written.append((Path(prepared.tmp) / "config.json").read_bytes())
+            finally:
+                shutil.rmtree(prepared.tmp)
+        assert written[0] == written[1]
+        if listener == "agent.sock" and not crun:  # resolved like runc: absolute now
+            assert f'"listenerPath": "{os.path.realpath(bundle)}/agent.sock"'.encode() in written[0]

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 from . import __version__
-from .errors import BpfError, OcishimError, UsageError
+from .cli_run import (DEFAULT_AUDIT_SOCKET, DEFAULT_ENOSYS, DEFAULT_RUNTIME, UNKNOWN_SYSCALL,
+                      _mode, _plain_run, cmd_run, guarded)
+from .errors import BpfError, UsageError
 
 
 # The kernel takes at most 4096 instructions (32 KiB); a file far beyond that is not a
@@ -73,15 +75,6 @@ def _parse_kernel(text: str, what: str) -> tuple[int, int]:
         return syscalls.parse_version(text)
     except ValueError as exc:
         raise UsageError(what, str(exc)) from None
-
-
-def _mode(args):
-    """--enosys and --emulate-kernel, checked: (Mode, emulated version or None)."""
-    from .modes import parse_kernel, parse_mode
-
-    mode = parse_mode(args.enosys)
-    emulate = parse_kernel(args.emulate_kernel, "--emulate-kernel") if args.emulate_kernel else None
-    return mode, emulate
 
 
 def _load(args):
@@ -315,16 +308,6 @@ def cmd_exec(args) -> int:
     exec_filtered(program, flags, args.command, rootfs=args.rootfs, listener=listener,
                   profile=profile)
     return 1  # not reached: exec_filtered raises before loading, or execs, or exits
-
-
-def cmd_run(args) -> int:
-    """Run a bundle with crun or runc under the patched filter."""
-    from .integrations.run import run
-
-    mode, emulate = _mode(args)
-    return run(args.bundle, args.runtime, args.id, mode, emulate, args.runtime_arg,
-               unknown_fail=args.unknown_syscall == "fail",
-               audit_socket=args.audit_socket if args.audit else None)
 
 
 def cmd_agent(args) -> int:
@@ -694,71 +677,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Every command of build_parser, those with their texts above and the others.
 COMMANDS = (*_COMMANDS, "log", "verify", "cache", "help")
-# Defaults the parser and _plain_run share.
-DEFAULT_RUNTIME = "crun"
-DEFAULT_ENOSYS = "unnamed"
-UNKNOWN_SYSCALL = ("warn", "fail")  # the first is the default
-DEFAULT_AUDIT_SOCKET = "/run/ocishim/agent/agent.sock"
-# `ocishim run`'s options by their whole names: dest, and whether a value follows.
-_RUN_OPTIONS = {"--runtime": ("runtime", True), "--id": ("id", True),
-                "--runtime-arg": ("runtime_arg", True), "--enosys": ("enosys", True),
-                "--emulate-kernel": ("emulate_kernel", True),
-                "--unknown-syscall": ("unknown_syscall", True), "--audit": ("audit", False),
-                "--audit-socket": ("audit_socket", True)}
 
-
-class _Args:
-    """The parsed command line, as argparse's Namespace holds it."""
-
-    def __init__(self, **values: object) -> None:
-        self.__dict__.update(values)
-
-
-def _plain_run(argv: Sequence[str]) -> _Args | None:
-    """`ocishim run ...` parsed without argparse, for the plain spellings only: the whole
-    option names (`--name value` with a value that does not start with "-", or
-    `--name=value`), --audit, and one BUNDLE that does not start with "-". Anything else
-    (--help, an abbreviation, a mistake) gives None: argparse parses it, with its
-    messages. argparse's import (re, enum, gettext) is most of a cache hit's start-up;
-    tests/test_cli.py checks that both parsers agree.
-    """
-    values: dict[str, object] = {
-        "command": "run", "func": cmd_run, "runtime": DEFAULT_RUNTIME, "id": None,
-        "runtime_arg": [], "enosys": DEFAULT_ENOSYS, "emulate_kernel": None,
-        "unknown_syscall": UNKNOWN_SYSCALL[0], "audit": False, "audit_socket": DEFAULT_AUDIT_SOCKET}
-    bundle = None
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if not arg.startswith("-"):
-            if bundle is not None:
-                return None
-            bundle = arg
-            continue
-        name, eq, value = arg.partition("=")
-        option = _RUN_OPTIONS.get(name)
-        if option is None:
-            return None
-        dest, takes_value = option
-        if not takes_value:
-            if eq:
-                return None
-            values[dest] = True
-            continue
-        if not eq:
-            if i >= len(argv) or argv[i].startswith("-"):
-                return None
-            value, i = argv[i], i + 1
-        if dest == "runtime_arg":
-            values[dest].append(value)  # type: ignore[attr-defined]
-        elif dest == "unknown_syscall" and value not in UNKNOWN_SYSCALL:
-            return None
-        else:
-            values[dest] = value
-    if bundle is None:
-        return None
-    return _Args(bundle=bundle, **values)
 
 
 def _add_command(sub, name: str, formatter: type) -> argparse.ArgumentParser:
@@ -1077,33 +996,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["hook", "precreate"]:
         site_directories()  # started with -IS: for the binding, on a cache miss
         return _hook_precreate()  # once per container: no parser, no libseccomp binding
-    whole_site()
+    if argv[:1] == ["run"]:
+        # A cache hit needs nothing a .pth file adds; the binding's import runs site's
+        # whole set-up itself (libseccomp.py) when the filter is compiled.
+        site_directories()
+    else:
+        whole_site()
     args = _plain_run(argv) if argv[:1] == ["run"] else None
     if args is None:
         args = _parse(argv)
-    try:
-        if args.command != "help":  # help must work even where libseccomp is too old
-            # By ctypes: the binding's import (20 ms and more) waits for a command that compiles.
-            from .filtercache import require_libseccomp
-
-            require_libseccomp()
-        return args.func(args)
-    except OcishimError as exc:
-        print(f"ocishim: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug, not a user error: say so, keep the details on request
-        text = " ".join(str(exc).split())  # one line, whatever the exception carries
-        print(f"ocishim: internal error: {type(exc).__name__}: {text}", file=sys.stderr)
-        if os.environ.get("OCISHIM_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
-        return 1
+    return guarded(args)
 
 
 def _parse(argv: list[str]):  # noqa: ANN202  argparse's Namespace

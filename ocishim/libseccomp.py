@@ -13,6 +13,8 @@ import functools
 import sys
 import types
 
+from .startup import whole_site
+
 # The soname every libseccomp 2.x has; ld.so resolves it as for any library (LD_LIBRARY_PATH
 # included). filtercache.LIBSECCOMP_SONAME is the same name, for the cache-hit path.
 SONAME = "libseccomp.so.2"
@@ -58,6 +60,9 @@ def _import_pyseccomp() -> types.ModuleType:
     return pyseccomp
 
 
+# Started with -IS (ocishim/startup.py), `ocishim run` leaves site's set-up to here: the
+# binding may be installed where a .pth file points.
+whole_site()
 try:
     binding = _import_pyseccomp()
 except ImportError:

@@ -129,8 +129,34 @@ def test_version_and_create_reach_the_binding(prefix, tmp_path):
     assert "run.oci.seccomp_bpf_data" in patched["annotations"]
 
 
+def test_run_without_site_reaches_the_binding(prefix, tmp_path):
+    """`ocishim run` started without site leaves site's set-up to the binding's import
+    (ocishim/libseccomp.py), which a cold build makes: the run still compiles."""
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(CONFIG))
+    fake = _fake_runtime(tmp_path)  # named runc: taken for runc, given the temporary bundle
+    env = _env(tmp_path, OCISHIM_CACHE="off", TMPDIR=str(tmp_path))
+    done = subprocess.run([str(prefix / "bin" / "ocishim"), "run", "--runtime", str(fake), str(bundle)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    argv = done.stdout.splitlines()
+    assert argv[:3] == [str(fake), "run", "--bundle"] and argv[4].startswith("ocishim-"), argv
+
+
+def test_the_binding_import_sets_site_up():
+    """Under -S, importing ocishim.libseccomp runs site.main() first (the builtin quit)."""
+    code = (f"import builtins, sys\nsys.path.insert(0, {str(REPO)!r})\nimport site\n"
+            "sys.path.extend(site.getsitepackages())\nimport ocishim.libseccomp\n"
+            "print(hasattr(builtins, 'quit'))")
+    if reason := _python_has_the_dependencies():
+        pytest.skip(reason)
+    done = subprocess.run([PYTHON, "-IS", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True"], done.stderr
+
+
 def test_uninstall_removes_every_file(prefix):
     subprocess.run([str(REPO / "scripts" / "install_prefix.sh"), "uninstall", "", str(prefix), PYTHON],
                    check=True, cwd=REPO, timeout=60)
     left = [p for p in prefix.rglob("*") if not p.is_dir()]
     assert left == []
+

@@ -357,8 +357,9 @@ def read_bundle(bundle: str) -> tuple[dict[str, Any], str]:
 
 
 def patched_config(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
-                   audit_socket: str | None = None) -> dict[str, Any]:
-    """The bundle's config rewritten for every runtime (the rewrite's notes on stderr)."""
+                   audit_socket: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """The bundle's config rewritten for every runtime (the rewrite's notes on stderr), and
+    its linux.seccomp as JSON text when the compiled-filter cache's Filter holds it."""
     config, source = read_bundle(bundle)
     if audit_socket is not None:
         result = _rewrite_audited(config, source, mode, emulate, unknown_fail, audit_socket)
@@ -371,7 +372,8 @@ def patched_config(bundle: str, mode: Mode, emulate: Version | None, unknown_fai
     root = config.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str):
         raise ProfileError("root.path", "a bundle needs root.path (a string)")
-    return config
+    done = getattr(result, "filter", None)
+    return config, (done.seccomp if done is not None and result.config is not None else None)
 
 
 def _private_dir(prefix: str) -> str:
@@ -417,20 +419,29 @@ def _remove(tmp: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bundle(config: dict[str, Any], directory: str, crun: bool) -> Prepared:
+def write_bundle(config: dict[str, Any], directory: str, crun: bool,
+                 seccomp_text: str | None = None) -> Prepared:
     """Put the patched config into a new private directory; how to run it.
 
     For runc (crun=False) the paths runc resolves against its bundle are made absolute
     first, and the directory gets a symlink to each entry of the original.
+    seccomp_text: linux.seccomp as jsontext.dumps writes it, used as it is unless the
+    resolution changed that object (a relative listenerPath).
     """
     from ..profile.jsontext import dumps
 
+    linux = config.get("linux")
+    seccomp = linux.get("seccomp") if isinstance(linux, dict) else None
+    listener = seccomp.get("listenerPath") if isinstance(seccomp, dict) else None
     try:
         if not crun:
             resolve_like_runc(config, directory)
     except OSError as exc:
         raise SystemFailure(directory, f"cannot resolve the bundle directory: {exc.strerror}") from None
-    text = dumps(config)
+    if seccomp_text is not None and isinstance(seccomp, dict) and seccomp.get("listenerPath") == listener:
+        text = dumps(config, {id(seccomp): seccomp_text})
+    else:
+        text = dumps(config)
     tmp = _private_dir("ocishim-bundle-")
     config_path = os.path.join(tmp, "config.json")
     try:
@@ -450,8 +461,8 @@ def write_bundle(config: dict[str, Any], directory: str, crun: bool) -> Prepared
 def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
                    crun: bool = False, audit_socket: str | None = None) -> Prepared:
     """Write the patched config into a new private directory; how to run it."""
-    config = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
-    return write_bundle(config, bundle_dir(bundle), crun)
+    config, seccomp_text = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
+    return write_bundle(config, bundle_dir(bundle), crun, seccomp_text)
 
 
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
@@ -495,10 +506,10 @@ def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
     try:
         if kind is None:
             probe = _Probe(binary)
-        config = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
+        config, seccomp_text = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
         if probe is not None:
             kind = probe.kind()
-        prepared = write_bundle(config, bundle_dir(bundle), kind == "crun")
+        prepared = write_bundle(config, bundle_dir(bundle), kind == "crun", seccomp_text)
         tmp = prepared.tmp
         if pending:
             return 128 + pending[0]
