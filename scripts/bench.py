@@ -151,7 +151,8 @@ def machine() -> list[str]:
 
     return [f"- {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"load average at start {os.getloadavg()[0]:.2f}",
-            f"- Python {platform.python_version()}, libseccomp {'.'.join(map(str, lib.version()))}, "
+            f"- {version([SYSTEM_PYTHON, '--version'])} (ocishim's; the bench itself runs on "
+            f"{platform.python_version()}), libseccomp {'.'.join(map(str, lib.version()))}, "
             f"{version(['runc', '--version'])}, {version(['crun', '--version'])}, "
             f"{version(['podman', '--version'])}"]
 
@@ -317,7 +318,7 @@ class Startup:
             + [dict(argv=[ocishim, "run", "--runtime", "runc", str(self.bundle)], env=envs[w],
                     before=self.restore) for w in ("cold", "hit")] + system, self.runs)
         self.row("`runc run` of the config ocishim writes for runc (no ocishim process)",
-                 "runc run --bundle B2 ID  # B2: `ocishim hook precreate` output", plain_rewritten,
+                 "runc run --bundle B2 ID  # B2: the hook's output for B", plain_rewritten,
                  "`runc run ID`", theirs)
         for which, ours in (("cold", cold), ("hit", hit)):
             self.row(f"`ocishim run --runtime runc`, {which}", "ocishim run --runtime runc B",
