@@ -60,57 +60,61 @@ def _listed(binary: str, root: Path) -> list[str]:
     return [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
 
 
+class _Copy:
+    """A runtime's binary copied under another name, a bundle whose process prints "ran"
+    and exits with `code`, a private state root and TMPDIR, and a container id."""
+
+    def __init__(self, tmp_path: Path, runtime: str, name: str, code: int) -> None:
+        _needs(runtime, "runc")  # runc: `runc spec` writes the bundle
+        self.binary = tmp_path / "bin" / name
+        self.binary.parent.mkdir()
+        shutil.copy2(shutil.which(runtime), self.binary)
+        rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
+        self.bundle = bundles.spec(tmp_path / "bundle", rootfs, ["sh", "-c", f"echo ran; exit {code}"],
+                                   bundles.docker_profile()).parent
+        self.root, self.tmpdir = tmp_path / "state", tmp_path / "tmp"
+        self.root.mkdir()
+        self.tmpdir.mkdir()
+        self.cid = bundles.container_id()
+
+    def run(self, prefix: list[str], global_args: list[str]) -> subprocess.CompletedProcess[str]:
+        return _ocishim_run(prefix, self.binary, self.root, global_args, self.bundle, self.cid,
+                            self.tmpdir)
+
+    def left(self) -> tuple[list[str], list[Path]]:
+        """The containers the runtime still lists, and what is left in TMPDIR."""
+        return _listed(str(self.binary), self.root), list(self.tmpdir.iterdir())
+
+    def cleanup(self) -> None:
+        subprocess.run([str(self.binary), "--root", str(self.root), "delete", "--force", self.cid],
+                       capture_output=True, timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("name", ["runc", "my-runtime"])
 def test_crun_under_another_name(name, tmp_path):
     """crun copied to a file named runc (taken for runc unasked) or to another name (asked:
     it says crun): the container runs, its exit code and output come back, and neither
     the container nor the temporary bundle is left behind."""
-    _needs("crun", "runc", "unshare")
-    copy = tmp_path / "bin" / name
-    copy.parent.mkdir()
-    shutil.copy2(shutil.which("crun"), copy)
-    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
-    bundle = bundles.spec(tmp_path / "bundle", rootfs, ["sh", "-c", "echo ran; exit 3"],
-                          bundles.docker_profile()).parent
-    root, tmpdir = tmp_path / "state", tmp_path / "tmp"
-    root.mkdir()
-    tmpdir.mkdir()
-    cid = bundles.container_id()
+    _needs("unshare")
+    copy = _Copy(tmp_path, "crun", name, 3)
     try:
-        proc = _ocishim_run(bundles.crun_prefix(), copy, root, list(bundles.CRUN_ARGS), bundle,
-                            cid, tmpdir)
-        assert proc.returncode == 3, proc.stderr
-        assert proc.stdout == "ran\n", proc.stderr
-        assert _listed(str(copy), root) == []
-        assert list(tmpdir.iterdir()) == []
+        proc = copy.run(bundles.crun_prefix(), list(bundles.CRUN_ARGS))
+        assert (proc.returncode, proc.stdout) == (3, "ran\n"), proc.stderr
+        assert copy.left() == ([], [])
     finally:
-        subprocess.run([str(copy), "--root", str(root), "delete", "--force", cid],
-                       capture_output=True, timeout=TIMEOUT)
+        copy.cleanup()
 
 
 def test_runc_under_another_name_is_asked(tmp_path):
     """runc copied to another name: asked, it says runc, and is given no --config (which
     runc refuses); the container runs and is gone afterwards."""
-    _needs("runc")
-    copy = tmp_path / "bin" / "my-runtime"
-    copy.parent.mkdir()
-    shutil.copy2(shutil.which("runc"), copy)
-    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
-    bundle = bundles.spec(tmp_path / "bundle", rootfs, ["sh", "-c", "echo ran; exit 4"],
-                          bundles.docker_profile()).parent
-    root, tmpdir = tmp_path / "state", tmp_path / "tmp"
-    root.mkdir()
-    tmpdir.mkdir()
-    cid = bundles.container_id()
+    copy = _Copy(tmp_path, "runc", "my-runtime", 4)
     try:
-        proc = _ocishim_run([], copy, root, [], bundle, cid, tmpdir)
-        assert proc.returncode == 4, proc.stderr
-        assert proc.stdout == "ran\n", proc.stderr
-        assert _listed(str(copy), root) == []
-        assert list(tmpdir.iterdir()) == []
+        proc = copy.run([], [])
+        assert (proc.returncode, proc.stdout) == (4, "ran\n"), proc.stderr
+        assert copy.left() == ([], [])
     finally:
-        subprocess.run([str(copy), "--root", str(root), "delete", "--force", cid],
-                       capture_output=True, timeout=TIMEOUT)
+        copy.cleanup()
 
 
 @pytest.mark.parametrize("listener", [None, "agent.sock", "/run/agent.sock"])
