@@ -8,6 +8,7 @@ real runtime: the container's own output, exit code and the runtime's `list`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -154,3 +155,52 @@ def test_the_seccomp_text_kept_from_the_rewrite_writes_the_same_bytes(listener, 
         assert written[0] == written[1]
         if listener == "agent.sock" and not crun:  # resolved like runc: absolute now
             assert f'"listenerPath": "{os.path.realpath(bundle)}/agent.sock"'.encode() in written[0]
+
+
+FAKE = """#!/bin/sh
+# A stand-in runtime: says which it is, and prints the config a `run` would load.
+[ "$1" = --version ] && { echo "{name} version 0"; exit 0; }
+[ "$1" = --root ] && shift 2
+[ "$1" = state ] && exit 1  # no such container
+[ "$1" = run ] || exit 0
+shift
+config=
+while [ $# -gt 1 ]; do
+    case $1 in
+        --bundle) [ -z "$config" ] && config=$2/config.json; shift 2 ;;
+        --config) config=$2; shift 2 ;;
+        *) shift ;;
+    esac
+done
+cat "$config"
+"""
+
+
+@pytest.mark.parametrize("name, kept", [("runc", False), ("crun", True)])
+def test_crun_program_goes_only_to_crun(name, kept, tmp_path):
+    """runc is given the rewritten config without run.oci.seccomp_bpf_data (which it does
+    not read), neither ocishim's nor one the bundle brought; crun is given ocishim's."""
+    _needs("runc")
+    fake = tmp_path / "bin" / name
+    fake.parent.mkdir()
+    fake.write_text(FAKE.replace("{name}", name))
+    fake.chmod(0o755)
+    rootfs = bundles.busybox_rootfs(tmp_path / "rootfs")
+    seccomp = bundles.docker_profile()
+    config_path = bundles.spec(tmp_path / "bundle", rootfs, ["true"], seccomp)
+    config = json.loads(config_path.read_text())
+    config.setdefault("annotations", {})["run.oci.seccomp_bpf_data"] = "AAAAAAAAAAA="  # forged
+    config_path.write_text(json.dumps(config))
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _ocishim_run([], fake, tmp_path / "state", [], config_path.parent, "h11-kind", tmpdir)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    enosys = {n for r in loaded["linux"]["seccomp"]["syscalls"] if r.get("errnoRet") == 38
+              for n in r["names"]}
+    assert "acct" in enosys  # rewritten: acct is unnamed in Docker's profile
+    program = loaded.get("annotations", {}).get("run.oci.seccomp_bpf_data")
+    if kept:
+        assert program not in (None, "AAAAAAAAAAA=")
+    else:
+        assert program is None

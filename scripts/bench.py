@@ -434,6 +434,41 @@ class Startup:
         finally:
             tc.stop_containerd(daemon)
 
+    def run_phases(self) -> list[str]:
+        """`ocishim run --runtime runc` with a cache hit, phase by phase (scripts/run_phases.py:
+        timers around the steps of integrations/run.py), medians of the runs; beside it
+        `runc run` of the config ocishim writes for runc."""
+        env = {k: v for k, v in os.environ.items() if k != "OCISHIM_CACHE"}
+        env["OCISHIM_CACHE"] = str(self.cache)
+        argv = [str(self.bin / "python"), str(REPO / "scripts" / "run_phases.py")]
+        tail = ["run", "--runtime", "runc", str(self.bundle)]
+        subprocess.run([*argv, str(time.perf_counter()), *tail], env=env, check=True,
+                       capture_output=True)  # the entry for the hits
+        phases: dict[str, list[float]] = {}
+        for _ in range(self.runs):
+            spawned = time.perf_counter()
+            proc = subprocess.run([*argv, str(spawned), *tail], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, check=True)
+            end = (time.perf_counter() - spawned) * 1000
+            m = json.loads(proc.stderr.decode().strip().splitlines()[-1])
+            steps = [("Python's start (site included)", m["script"]),
+                     ("imports, command line, libseccomp's version", m["find_runtime start"] - m["script"]),
+                     ("read and decode config.json", m["read_bundle end"] - m["read_bundle start"]),
+                     ("the cache: key, entry, its checks, the config's checks",
+                      m["_rewrite_cached end"] - m["_rewrite_cached start"]),
+                     ("write the private bundle", m["write_bundle end"] - m["write_bundle start"]),
+                     ("start runc", m["_spawn end"] - m["_spawn start"]),
+                     ("runc run, until it exits", m["_wait end"] - m["_wait start"]),
+                     ("remove the private bundle", m["_remove end"] - m["_remove start"]),
+                     ("leave (os._exit) and be reaped", end - m["done"])]
+            steps.append(("the rest (between the steps)", end - sum(t for _, t in steps)))
+            steps.append(("the whole run", end))
+            for label, took in steps:
+                phases.setdefault(label, []).append(took)
+        out = ["| phase | ms |", "|---|---:|"]
+        out += [f"| {label} | {statistics.median(t):.1f} |" for label, t in phases.items()]
+        return out
+
     def imports(self) -> list[str]:
         """Where a start's time goes: `python -X importtime`, the biggest top-level imports."""
         out = ["| command | module (with what it imports) | ms |", "|---|---|---:|"]
@@ -684,6 +719,7 @@ def main() -> int:
             try:
                 startup.run_all()
                 breakdown = startup.imports()
+                phases = startup.run_phases()
             finally:
                 startup.close()
             doc += ["## Start-up", "", f"Docker's default profile (x86_64, x86, x32), busybox /bin/true, "
@@ -693,7 +729,12 @@ def main() -> int:
                     "`python -X importtime` of one run each (cumulative, this machine's load "
                     "included); the rest of a start is Python itself (the floor above), reading and "
                     "checking the config, and on a miss libseccomp's compile and the patch.", "",
-                    *breakdown, ""]
+                    *breakdown, "", "### `ocishim run --runtime runc`, hit, phase by phase", "",
+                    f"Medians of {args.runs} runs of the venv's install (`python scripts/run_phases.py "
+                    "SPAWNED run --runtime runc B`: timers around the steps of "
+                    "ocishim/integrations/run.py; Python's start is measured from the parent's "
+                    "spawn on the same monotonic clock). Compare with `runc run` of the plain and "
+                    "of the rewritten config above.", "", *phases, ""]
         if "syscall" in only:
             print("per syscall:", file=sys.stderr)
             doc += ["## Per syscall", "", f"A static C loop (`syscall(nr, arg)`, the fastest of {args.batches} "
