@@ -734,7 +734,7 @@ def main() -> int:
                     "SPAWNED run --runtime runc B`: timers around the steps of "
                     "ocishim/integrations/run.py; Python's start is measured from the parent's "
                     "spawn on the same monotonic clock). Compare with `runc run` of the plain and "
-                    "of the rewritten config above.", "", *phases, ""]
+                    "of the rewritten config above, measured in other runs.", "", *phases, ""]
         if "syscall" in only:
             print("per syscall:", file=sys.stderr)
             doc += ["## Per syscall", "", f"A static C loop (`syscall(nr, arg)`, the fastest of {args.batches} "
