@@ -45,9 +45,9 @@ def main() -> int:
     status = cli_run.main_run(sys.argv[2:])
     mark("done")
     sys.stdout.flush()
-    import json  # only now: its import is no part of the run
-
-    print(json.dumps(dict(MARKS)), file=sys.stderr)
+    # JSON by hand: importing json here would be counted as the process's way out.
+    print("{" + ", ".join(f'"{label}": {ms!r}' for label, ms in dict(MARKS).items()) + "}",
+          file=sys.stderr)
     return status
 
 
