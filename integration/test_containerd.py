@@ -132,6 +132,19 @@ def stop_containerd(daemon: Containerd) -> None:
             daemon.process.wait()
         # runc's root for our namespace, under the shim's default root.
         shutil.rmtree(f"/run/containerd/runc/{daemon.namespace}", ignore_errors=True)
+        remove_namespace_cgroups(daemon.namespace)
+
+
+def remove_namespace_cgroups(namespace: str) -> None:
+    """The namespace's own cgroup in each hierarchy, which ctr's containers sit under
+    (/NAMESPACE/ID): runc removes the container's, not that parent. Emptied above, so
+    rmdir takes it; one still in use is left."""
+    for hierarchy in Path("/sys/fs/cgroup").glob("*/"):
+        for directory in (hierarchy / namespace, Path("/sys/fs/cgroup") / namespace):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -340,3 +353,27 @@ def test_create_error_reaches_ctr(setup):
     assert cid not in setup.daemon.ctr("task", "ls", "-q").stdout.split()
     # Nothing reached real runc but the shim's cleanup.
     assert [c[0] for c in _calls(setup.runtime_argv, cid)] in ([], ["delete"])
+
+
+def test_stopping_removes_the_namespace_cgroups(tmp_path):
+    """A container run by ctr sits under /NAMESPACE/ID in each cgroup hierarchy; runc
+    removes ID, and stop_containerd the NAMESPACE cgroup, so test runs leave none."""
+    for tool in ("containerd", "ctr", "runc", "containerd-shim-runc-v2"):
+        if reason := missing_runtime(tool):
+            pytest.skip(reason)
+    root = busybox_rootfs(tmp_path / "rootfs")
+    daemon = start_containerd(tmp_path / "daemon", EXAMPLE.read_text().replace(EXAMPLE_BINARY, shutil.which("runc")),
+                              dict(os.environ))
+    stopped = False
+    try:
+        proc = daemon.ctr("run", "--rm", "--rootfs", str(root), f"cg-{uuid.uuid4().hex[:8]}", "/bin/true")
+        assert proc.returncode == 0, proc.stderr
+        made = [d for d in Path("/sys/fs/cgroup").glob(f"*/{daemon.namespace}") if d.is_dir()]
+        made += [d for d in [Path("/sys/fs/cgroup") / daemon.namespace] if d.is_dir()]
+        assert made, "the premise: ctr's container made its namespace's cgroup"
+        stop_containerd(daemon)
+        stopped = True
+        assert [d for d in made if d.exists()] == []
+    finally:
+        if not stopped:
+            stop_containerd(daemon)
