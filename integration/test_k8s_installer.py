@@ -35,6 +35,7 @@ import pytest
 
 from . import probes
 from .bundles import REPO, busybox_rootfs, missing_runtime
+from .test_containerd import remove_namespace_cgroups
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 SCRIPT = DEPLOY / "ocishim-node-installer.sh"
@@ -154,6 +155,7 @@ def test_installer_against_a_real_containerd(host: Path, tmp_path: Path) -> None
             _ctr(sock, namespace, "container", "delete", line)
         next(daemon_gen, None)
         shutil.rmtree(f"/run/containerd/runc/{namespace}", ignore_errors=True)
+        remove_namespace_cgroups(namespace)
 
     done = _installer(host, "uninstall")
     assert done.returncode == 0, done.stderr
