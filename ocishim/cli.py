@@ -679,7 +679,6 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 COMMANDS = (*_COMMANDS, "log", "verify", "cache", "help")
 
 
-
 def _add_command(sub, name: str, formatter: type) -> argparse.ArgumentParser:
     short, description, examples = _COMMANDS[name]
     return sub.add_parser(name, help=short, description=description, epilog=examples,
