@@ -6,7 +6,6 @@ import errno as _errno
 
 from .record import Record
 
-_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 # SECCOMP_RET_* values (linux/seccomp.h). The low 16 bits carry data.
 RET_KILL_PROCESS = 0x80000000
@@ -27,11 +26,9 @@ ENOSYS = _errno.ENOSYS
 
 class ActionSpec(Record):
     __slots__ = ("oci", "base", "takes_errno")
-
-    def __init__(self, oci: str, base: int, takes_errno: bool) -> None:
-        _set(self, "oci", oci)
-        _set(self, "base", base)
-        _set(self, "takes_errno", takes_errno)
+    oci: str
+    base: int
+    takes_errno: bool
 
 
 ACTIONS: dict[str, ActionSpec] = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .record import Record
 
-_set = object.__setattr__  # Records' __init__: fields set once, then immutable
 
 _64BIT = 0x80000000
 _LE = 0x40000000
@@ -24,13 +23,11 @@ class Arch(Record):
 
     # name: lower-case short name, as in ../shared/data/syscalls
     __slots__ = ("name", "token", "audit", "little_endian", "bits")
-
-    def __init__(self, name: str, token: int, audit: int, little_endian: bool, bits: int) -> None:
-        _set(self, "name", name)
-        _set(self, "token", token)
-        _set(self, "audit", audit)
-        _set(self, "little_endian", little_endian)
-        _set(self, "bits", bits)
+    name: str
+    token: int
+    audit: int
+    little_endian: bool
+    bits: int
 
     @property
     def oci(self) -> str:

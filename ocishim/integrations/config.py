@@ -41,20 +41,17 @@ if TYPE_CHECKING:
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
 ENOSYS = 38
 
-_set = object.__setattr__  # Records' __init__: fields set once, then immutable
-
 
 class Rewrite(Record):
     # config: None: the config asks for no filter, leave it alone
     # enosys_names: the portable rule's names
     # uncovered: (arch, nr) in E(A) a JSON rule cannot reach
     __slots__ = ("config", "patched", "enosys_names", "uncovered")
-
-    def __init__(self, config: dict[str, Any] | None, patched: Patched | None, enosys_names: tuple[str, ...] = (), uncovered: tuple[tuple[str, int], ...] = ()) -> None:
-        _set(self, "config", config)
-        _set(self, "patched", patched)
-        _set(self, "enosys_names", enosys_names)
-        _set(self, "uncovered", uncovered)
+    _defaults = {"enosys_names": (), "uncovered": ()}
+    config: dict[str, Any] | None
+    patched: Patched | None
+    enosys_names: tuple[str, ...]
+    uncovered: tuple[tuple[str, int], ...]
 
 
 def _our_rule(names: list[str]) -> dict[str, Any]:

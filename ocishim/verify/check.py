@@ -71,13 +71,12 @@ class Difference(Record):
     # check: which comparison, e.g. "libseccomp vs profile"
     # known: why this difference is expected (and handled elsewhere)
     __slots__ = ("check", "witness", "got", "want", "known")
-
-    def __init__(self, check: str, witness: Witness, got: int, want: int, known: str | None = None) -> None:
-        _set(self, "check", check)
-        _set(self, "witness", witness)
-        _set(self, "got", got)
-        _set(self, "want", want)
-        _set(self, "known", known)
+    _defaults = {"known": None}
+    check: str
+    witness: Witness
+    got: int
+    want: int
+    known: str | None
 
     def text(self) -> str:
         note = f"  [known: {self.known}]" if self.known else ""
@@ -93,11 +92,9 @@ class Undecided(Record):
     """A piece of the space where the meaning is unsettled (meaning.Unsettled)."""
 
     __slots__ = ("check", "witness", "reason")
-
-    def __init__(self, check: str, witness: Witness, reason: str) -> None:
-        _set(self, "check", check)
-        _set(self, "witness", witness)
-        _set(self, "reason", reason)
+    check: str
+    witness: Witness
+    reason: str
 
     def text(self) -> str:
         return f"{self.check}: cannot decide at {self.witness.text()}: {self.reason}"
@@ -110,13 +107,11 @@ class Report(Record):
     # leaves: program paths walked
     # pieces: pieces compared
     __slots__ = ("check", "differences", "undecided", "leaves", "pieces")
-
-    def __init__(self, check: str, differences: tuple[Difference, ...], undecided: tuple[Undecided, ...], leaves: int, pieces: int) -> None:
-        _set(self, "check", check)
-        _set(self, "differences", differences)
-        _set(self, "undecided", undecided)
-        _set(self, "leaves", leaves)
-        _set(self, "pieces", pieces)
+    check: str
+    differences: tuple[Difference, ...]
+    undecided: tuple[Undecided, ...]
+    leaves: int
+    pieces: int
 
     @property
     def agrees(self) -> bool:
