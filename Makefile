@@ -51,7 +51,10 @@ $(VENV)/.stamp: setup.cfg pyproject.toml .cache/debs.stamp
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# The tests take their expected values from the shared contract data, which they read
+# from ../shared beside this checkout; without it they cannot run, and say so once.
 test: deps venv
+	@[ -f ../shared/data/syscalls/syscalls.csv ] || { echo "make test: ../shared/data is not beside this checkout ($$(cd .. && pwd)/shared): the tests read the shared syscall facts and profiles from there" >&2; exit 2; }
 	$(PY) -m pytest -q -ra tests integration
 
 # Regenerate the syscall table from $(SHARED)/data/syscalls (the output is committed).
