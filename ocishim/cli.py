@@ -995,13 +995,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["hook", "precreate"]:
         site_directories()  # started with -IS: for the binding, on a cache miss
         return _hook_precreate()  # once per container: no parser, no libseccomp binding
+    args = None
     if argv[:1] == ["run"]:
         # A cache hit needs nothing a .pth file adds; the binding's import runs site's
         # whole set-up itself (libseccomp.py) when the filter is compiled.
         site_directories()
+        args = _plain_run(argv)
     else:
         whole_site()
-    args = _plain_run(argv) if argv[:1] == ["run"] else None
     if args is None:
         args = _parse(argv)
     return guarded(args)

@@ -195,11 +195,6 @@ def named_kind(binary: str) -> str | None:
     return "runc" if os.path.basename(os.path.realpath(binary)).startswith("runc") else None
 
 
-def is_crun(binary: str) -> bool:
-    """Whether the runtime is crun (which takes --config), asked by its --version."""
-    return _Probe(binary).kind() == "crun"
-
-
 def bundle_dir(bundle: str) -> str:
     """The directory a runtime would be given as --bundle for BUNDLE (a directory or its config)."""
     if os.path.isdir(bundle):
@@ -468,13 +463,6 @@ def write_bundle(config: dict[str, Any], directory: str, crun: bool,
     if crun:
         return Prepared(tmp, ("--bundle", directory, "--config", config_path))
     return Prepared(tmp, ("--bundle", tmp))
-
-
-def prepare_bundle(bundle: str, mode: Mode, emulate: Version | None, unknown_fail: bool,
-                   crun: bool = False, audit_socket: str | None = None) -> Prepared:
-    """Write the patched config into a new private directory; how to run it."""
-    config, seccomp_text = patched_config(bundle, mode, emulate, unknown_fail, audit_socket)
-    return write_bundle(config, bundle_dir(bundle), crun, seccomp_text)
 
 
 def run(bundle: str, runtime: str = "crun", container_id: str | None = None,
