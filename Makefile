@@ -52,10 +52,11 @@ $(VENV)/.stamp: setup.cfg pyproject.toml .cache/debs.stamp
 	@touch $@
 
 # The tests take their expected values from the shared contract data, which they read
-# from ../shared beside this checkout; without it they cannot run, and say so once.
+# from ../shared beside this checkout, or from SHARED=DIR (tests/shared_data.py); without
+# it they cannot run, and say so once.
 test: deps venv
-	@[ -f ../shared/data/syscalls/syscalls.csv ] || { echo "make test: ../shared/data is not beside this checkout ($$(cd .. && pwd)/shared): the tests read the shared syscall facts and profiles from there" >&2; exit 2; }
-	$(PY) -m pytest -q -ra tests integration
+	@[ -f "$(SHARED)/data/syscalls/syscalls.csv" ] || { echo "make test: $(abspath $(SHARED))/data is not there: the tests read the shared syscall facts and profiles from it (a checkout elsewhere: make test SHARED=DIR)" >&2; exit 2; }
+	OCISHIM_SHARED="$(abspath $(SHARED))" $(PY) -m pytest -q -ra tests integration
 
 # Regenerate the syscall table from $(SHARED)/data/syscalls (the output is committed).
 table: venv

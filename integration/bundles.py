@@ -14,8 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "echo", "cat", "sleep", "true", "false", "id", "test", "[")
 

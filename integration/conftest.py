@@ -10,13 +10,15 @@ from typing import Sequence
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
 
 # No compiled-filter cache unless a test asks for one (integration/test_cache*.py): a hit
 # would hide the build a test means to run, and nothing may touch /var/cache/ocishim.
 os.environ["OCISHIM_CACHE"] = "off"
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
-SYSCALLS_CSV = REPO.parent / "shared" / "data" / "syscalls" / "syscalls.csv"
+PROFILES = shared_data.PROFILES
+SYSCALLS_CSV = shared_data.SYSCALLS_CSV
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -36,13 +36,14 @@ from . import rootfs as rootfs_mod
 from .bundles import REPO, busybox_rootfs, docker_profile, missing_runtime, spec
 from .conftest import run_ocishim
 from .test_podman import ENOSYS, EPERM, ProbeContract, answers, ocishim_executable, probe_profile
+from tests import shared_data
 
 pytestmark = pytest.mark.runtime
 
 WRAPPER_PATH = "/usr/bin/ocishim-runtime"  # where the Debian package and the examples put it
 # `make install` (PREFIX=/usr/local) puts it here; runtimes.md predates the package.
 PREFIX_PATH = "/usr/local/bin/ocishim-runtime"
-DESIGN_RUNTIMES = REPO.parent / "shared" / "design" / "runtimes.md"
+DESIGN_RUNTIMES = shared_data.DESIGN / "runtimes.md"
 
 
 @pytest.fixture(scope="module")

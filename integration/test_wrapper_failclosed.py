@@ -38,6 +38,7 @@ import pytest
 from .bundles import busybox_rootfs, docker_profile, missing_runtime, spec
 from .test_containerd import EXAMPLE, EXAMPLE_BINARY, start_containerd, stop_containerd
 from .test_podman import ocishim_executable
+from tests import shared_data
 
 pytestmark = pytest.mark.runtime
 
@@ -474,7 +475,7 @@ def _shared_rows() -> list[dict[str, str]]:
     """The shared syscall table the generated one comes from (not ocishim's copy)."""
     import csv
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "syscalls" / "syscalls.csv"
+    path = shared_data.SYSCALLS_CSV
     if not path.is_file():
         pytest.skip(f"{path} is not there (the shared data)")
     with open(path, newline="") as f:

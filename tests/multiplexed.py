@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import functools
-from pathlib import Path
 from typing import Iterable
 
-CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "libseccomp" / "multiplexed.csv"
+from tests import shared_data
+
+CSV = shared_data.MULTIPLEXED_CSV
 
 
 @functools.cache

@@ -30,8 +30,9 @@ from ocishim.integrations.config import BPF_ANNOTATION, rewrite
 from ocishim.patch import parse_mode, patch_profile
 from ocishim.patch.enosys import contains
 from ocishim.profile import load, load_object
+from tests import shared_data
 
-PROFILES = Path("/work/shared/data/profiles")
+PROFILES = shared_data.PROFILES
 NOTIFY_PROFILES = {"runc-seccompagent-config.json", "seccompagent-notify-dangerous.json"}
 ARGS = ((), (40, 1, 0), (0x12345,), (0x10000000, 0, 0), (1, 0xFFFFFFFF, 9), (0x7E020000,))
 

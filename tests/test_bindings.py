@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 # One child per interpreter: compile every profile in several modes and arches, print

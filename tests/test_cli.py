@@ -11,9 +11,10 @@ import pytest
 
 from ocishim import syscalls
 from ocishim.bpf.insn import decode, encode
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 DOCKER = PROFILES / "docker-default.json"
 
 

@@ -18,8 +18,10 @@ from typing import Iterator
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = shared_data.DATA
 DOCKER = SHARED / "profiles" / "docker-default.json"
 # Docker's profile on an amd64 host carries these arches (its archMap), in ocishim's order.
 DOCKER_ARCHES = "x86_64, x86, x32"

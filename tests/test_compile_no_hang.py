@@ -22,7 +22,6 @@ import select
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pyseccomp
 import pytest
@@ -33,8 +32,9 @@ from ocishim.bpf import emu
 from ocishim.compile import compile_profile, compile_proxy
 from ocishim.errors import CompileError, ProfileError, UsageError
 from ocishim.profile import loads
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 
 PIVOT_ROOT = 155  # x86_64
 SECCOMP_RET_TRAP = 0x00030000

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from ocishim import cli
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 
 # moby oci/caps/defaults.go DefaultCapabilities().
 DOCKER_DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",

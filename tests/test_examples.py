@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-SHARED = REPO.parent / "shared" / "data" / "profiles"
+SHARED = shared_data.PROFILES
 sys.path.insert(0, str(REPO / "tests"))
 
 

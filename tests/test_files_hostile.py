@@ -28,8 +28,10 @@ from typing import Iterator
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
-DOCKER = REPO.parent / "shared" / "data" / "profiles" / "docker-default.json"
+DOCKER = shared_data.PROFILES / "docker-default.json"
 NOBODY = 65534
 SYSTEM_GUARDS = ("/etc/passwd", "/etc/hostname", "/dev/null")
 # What our temporaries look like, written out again from the contract in the brief:

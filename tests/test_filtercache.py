@@ -27,9 +27,10 @@ from ocishim import filtercache
 from ocishim.integrations.hook import precreate
 from ocishim.integrations.settings import Settings, load_settings
 from ocishim.patch import parse_mode
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 
 # The entry format, written out again: magic line, key, SHA-256 of the payload, SHA-256
 # of the program, then the payload (JSON with the rewritten seccomp and the annotation).

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,9 @@ from ocishim.arch import BY_NAME
 from ocishim.errors import UsageError
 from ocishim.patch import patch_profile
 from ocishim.profile import load
+from tests import shared_data
 
-PROFILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles" / "docker-default.json"
+PROFILE = shared_data.PROFILES / "docker-default.json"
 X86_64 = BY_NAME["x86_64"]
 CASES = [  # version, runtime, name, nr (x86_64), answer
     ("2.4.1", "runc", "pidfd_open", 434, "ERRNO(ENOSYS)"),

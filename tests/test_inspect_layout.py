@@ -5,15 +5,14 @@ really loaded, in integration/test_inspect.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ocishim.inspect import layout, ranges_text, same_answers
 from ocishim.patch import patch_profile
 from ocishim.profile import load
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 NAMES = ("docker-default.json", "docker-default-20.10.0.json", "containers-default.json",
          "spo-security-profiles-operator.json")
 MODES = ("unnamed", "auto", "max", "kernel:5.4", "off")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[1]
 OLD = (2, 4, 4)
 NEEDED = "2.5.0"
@@ -51,7 +53,7 @@ def _run(cmd: list[str], libdir: Path, stdin: str = "") -> subprocess.CompletedP
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
-PROFILE = str(REPO.parent / "shared" / "data" / "profiles" / "docker-default.json")
+PROFILE = str(shared_data.PROFILES / "docker-default.json")
 COMMANDS = {
     "explain": ["explain", PROFILE, "read"],
     "patch": ["patch", PROFILE, "--format", "base64"],

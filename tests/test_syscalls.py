@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from ocishim import libseccomp, syscalls
 from ocishim.arch import ARCHES, BY_NAME, X32_SYSCALL_BIT
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = shared_data.DATA
 SYSCALLS_CSV = SHARED / "syscalls" / "syscalls.csv"
 KNOWN_CSV = SHARED / "libseccomp" / "known.csv"
 GENERATOR = REPO / "scripts" / "gen_syscall_table.py"

@@ -20,6 +20,7 @@ from ocishim.bpf.markers import kernel_answer, kernel_view
 from ocishim.patch import patch_profile
 from ocishim.patch.enosys import contains
 from ocishim.profile import load, load_object
+from tests import shared_data
 
 from . import helpers
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.kernel
 X86_64 = BY_NAME["x86_64"]
 X32 = BY_NAME["x32"]
 SKIP_NRS = {335, 336}
-PROFILES = "/work/shared/data/profiles"
+PROFILES = str(shared_data.PROFILES)
 
 
 def _calls() -> list[tuple[int, tuple[int, ...]]]:

@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
+from tests import shared_data
+
 from . import helpers
 
 pytestmark = pytest.mark.kernel
-PROFILE = "/work/shared/data/profiles/docker-default.json"
+PROFILE = str(shared_data.PROFILES / "docker-default.json")
 
 
 def _exec(tmp_path, *audit: str) -> subprocess.CompletedProcess:

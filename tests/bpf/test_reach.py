@@ -9,8 +9,6 @@ not claim more.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ocishim.arch import BY_NAME, nr_domain
@@ -19,8 +17,9 @@ from ocishim.bpf.asm import Cond, Label, assemble
 from ocishim.bpf.insn import JEQ, JGE, JMP, K, ld_abs, ret
 from ocishim.compile import compile_profile
 from ocishim.profile import load
+from tests import shared_data
 
-PROFILES = sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles").glob("*.json"))
+PROFILES = sorted((shared_data.PROFILES).glob("*.json"))
 U64 = 2**64 - 1
 
 

@@ -28,9 +28,10 @@ import pyseccomp
 from ocishim.arch import BY_NAME
 from ocishim.bpf import emu
 from ocishim.bpf.insn import Insn, decode
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[2]
-SYSCALL_CSV = REPO.parent / "shared" / "data" / "syscalls" / "syscalls.csv"
+SYSCALL_CSV = shared_data.SYSCALLS_CSV
 
 BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
 PREFIX = "ocishim."

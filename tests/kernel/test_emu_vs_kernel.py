@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import pytest
@@ -47,8 +46,9 @@ from .harness import (
     X32_SYSCALL_BIT, Call, RefusedCall, check_call, ia32_available, kernel_results,
     require_kernel,
 )
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2].parent / "shared/data/profiles"
+PROFILES = shared_data.PROFILES
 REQUIRED = ("docker-default.json", "containers-default.json")
 # Docker-format profiles decide minKernel against this version rather than the host's,
 # so the programs under test are the same on every machine.

@@ -18,7 +18,6 @@ directly instead: outside the rule blocks the stub uses only `ld [0]`, `ld [4]`,
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +30,9 @@ from ocishim.errors import CompileError, ProfileError
 from ocishim.patch.enosys import parse_mode
 from ocishim.patch.stub import Patched, build
 from ocishim.profile import load
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2].parent / "shared/data/profiles"
+PROFILES = shared_data.PROFILES
 # Docker-format profiles decide minKernel against this version, not the host's.
 KERNEL = (6, 18)
 MODES = ("auto", "unnamed", "max", "off", "kernel:5.4")

@@ -10,7 +10,6 @@ libseccomp's own program (compiled.program), which knows nothing of the stub.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,9 @@ from ocishim.patch.enosys import parse_mode
 from ocishim.patch.stub import build
 from ocishim.profile import load
 from ocishim.profile.model import ArgCond, Profile, Rule
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2].parent / "shared/data/profiles"
+PROFILES = shared_data.PROFILES
 KERNEL = (6, 18)
 MODES = ("off", "auto", "max", "unnamed", "kernel:5.4")
 # Argument values that take different ways through Docker's rules (personality's

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,9 @@ from ocishim.profile import load
 from ocishim.profile.model import ArgCond, Profile, Rule
 from ocishim.profile.parse import parse_seccomp
 from tests.verify.libseccomp_bugs import BUGS, PINNED
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 NAMES = sorted(p.name for p in PROFILES.glob("*.json"))
 NATIVE = BY_NAME["x86_64"]
 

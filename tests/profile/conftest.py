@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import shared_data
+
 REPO = Path(__file__).resolve().parents[2]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

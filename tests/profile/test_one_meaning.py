@@ -27,9 +27,10 @@ from ocishim.errors import ProfileError
 from ocishim.profile import load, loads
 from ocishim.profile import jsontext
 from ocishim.profile.parse import decode
+from tests import shared_data
 
 REPO = Path(__file__).resolve().parents[2]
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 SHARED_PROFILES = (  # the files of ../shared/data/profiles, named so none can go missing unseen
     "containers-default-common-20250407.json", "containers-default-v0.40.1.json",
     "containers-default.json", "docker-default-20.10.0.json",

@@ -14,8 +14,9 @@ from ocishim.actions import ACTIONS, FILTER_FLAGS, OPERATORS
 from ocishim.arch import BY_OCI
 from ocishim.profile import ArgCond, Loaded, Profile, Rule, load, loads, parse_seccomp, to_oci
 from ocishim.profile.docker import DOCKER_DEFAULT_CAPS
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 KERNEL = (6, 18)
 KINDS = {
     "docker-default.json": "docker",

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PROFILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles"
+from tests import shared_data
+
+PROFILES = shared_data.PROFILES
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

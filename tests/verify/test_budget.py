@@ -10,6 +10,7 @@ import time
 from ocishim.patch import patch_profile
 from ocishim.patch import check as build_check
 from ocishim.profile.model import ArgCond, Profile, Rule
+from tests import shared_data
 
 
 def _exploding(n: int) -> Profile:
@@ -48,11 +49,9 @@ def test_the_budget_is_what_stops_it(monkeypatch):
 
 def test_docker_default_fits_the_budget_many_times():
     """Docker's default profile on three arches spends under a tenth of the budget."""
-    from pathlib import Path
-
     from ocishim.profile import load
 
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles" / "docker-default.json"
+    path = shared_data.PROFILES / "docker-default.json"
     profile = load(str(path)).profile
     used = []
 

@@ -12,9 +12,10 @@ import pytest
 
 from ocishim import libseccomp, syscalls
 from ocishim.bpf.insn import decode, encode
+from tests import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ROOT.parent / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 
 
 def _ocishim(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:

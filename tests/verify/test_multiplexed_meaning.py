@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import errno
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +22,9 @@ from ocishim.compile import compile_profile
 from ocishim.profile.model import ArgCond, Profile, Rule
 from ocishim.verify.check import check_program
 from ocishim.verify.meaning import Meaning
+from tests import shared_data
 
-CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "libseccomp" / "multiplexed.csv"
+CSV = shared_data.MULTIPLEXED_CSV
 EPERM = action_value("SCMP_ACT_ERRNO", None)
 EACCES = action_value("SCMP_ACT_ERRNO", errno.EACCES)
 # arch in the filter -> a native arch whose filter carries it

@@ -7,7 +7,6 @@ in every mode.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,9 @@ from ocishim.profile import load
 from ocishim.verify.check import check_program, check_rule1
 from ocishim.verify.meaning import Meaning
 from ocishim.verify.profile import verify
+from tests import shared_data
 
-PROFILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles"
+PROFILES = shared_data.PROFILES
 NAMES = sorted(p.name for p in PROFILES.glob("*.json"))
 MODES = ("unnamed", "auto", "max", "off", "kernel:5.4")
 NATIVE = BY_NAME["x86_64"]
