@@ -341,7 +341,8 @@ class Startup:
     def podman(self) -> None:
         """podman run with and without the hook, for podman's default runtime here (crun,
         which loads ocishim's program from the annotation) and for runc (which compiles the
-        rewritten profile itself). Two more rows take runc's figure apart: a hook that only
+        rewritten profile itself). Three more rows take runc's figure apart: /bin/cat as
+        the hook (what podman's running of any precreate hook costs), a hook that only
         decodes and re-encodes the config in `python3 -IS` (the least a Python hook costs
         podman), and that hook putting in ocishim's output (what runc's compile of the
         rewritten profile costs)."""
@@ -366,6 +367,7 @@ class Startup:
                               "sys.stdout.write(json.dumps(c))\n")
             script.chmod(0o755)
             hooks[name] = self._hooks_dir(name, script, args=[name], env=False)
+        hooks["cat"] = self._hooks_dir("cat", Path("/bin/cat"), args=["cat"], env=False)
         empty = self.tmp / "no-hooks.d"
         empty.mkdir()
         tail = ["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
@@ -381,7 +383,7 @@ class Startup:
                 base = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
                 tail_here = tail
                 shown = "podman --runtime runc ... run"
-                which = [k for k in ("venv", "IS", "echo", "echo-patched") if k in hooks]
+                which = [k for k in ("venv", "IS", "cat", "echo", "echo-patched") if k in hooks]
             for k in which:  # warms the cache of each install
                 subprocess.run([*base, "--hooks-dir", str(hooks[k]), *tail_here], check=True,
                                stdout=subprocess.DEVNULL)
@@ -391,6 +393,7 @@ class Startup:
                                        for k in which], max(self.runs, 25))
             labels = {"venv": "with the hook, hit",
                       "IS": "with the hook, hit, `python3 -IS`",
+                      "cat": "with /bin/cat as the hook (the config passed on as it is)",
                       "echo": "with a `python3 -IS` hook that only decodes and re-encodes the config",
                       "echo-patched": "with that hook putting in ocishim's output (runc compiles the "
                                       "rewritten profile)"}
