@@ -60,13 +60,13 @@ test: deps venv
 
 # Regenerate the syscall table from $(SHARED)/data/syscalls (the output is committed).
 table: venv
-	$(PY) scripts/gen_syscall_table.py
+	OCISHIM_SHARED="$(abspath $(SHARED))" $(PY) scripts/gen_syscall_table.py
 
 demo: deps venv
 	@bash examples/demo.sh
 
 bench: deps venv
-	$(PY) scripts/bench.py
+	OCISHIM_SHARED="$(abspath $(SHARED))" $(PY) scripts/bench.py
 
 # The Debian package, dist/ocishim_VERSION_all.deb, built with debhelper and dh-python from
 # a copy of this checkout; lintian must report no errors. Installs its build dependencies.

@@ -47,7 +47,7 @@ from ocishim.patch import build, parse_mode  # noqa: E402
 from ocishim.profile import load, to_oci  # noqa: E402
 
 MODES = ("off", "auto", "max", "unnamed", "kernel:5.4")
-PROFILES = REPO.parent / "shared" / "data" / "profiles"
+PROFILES = bundles.PROFILES  # ../shared beside the checkout, or $OCISHIM_SHARED
 BPF_PROFILES = [PROFILES / "docker-default.json", PROFILES / "containers-default.json"]
 BENCH_VENV = REPO / ".cache" / "bench-venv-debian"
 # The Python a user of Debian 12 makes a venv with, and the one the Debian package's

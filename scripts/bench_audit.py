@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from agent import helpers  # noqa: E402
 
@@ -23,6 +24,7 @@ from ocishim import audit, syscalls  # noqa: E402
 from ocishim.bpf.markers import neutralize  # noqa: E402
 from ocishim.patch import patch_profile  # noqa: E402
 from ocishim.profile import load  # noqa: E402
+from tests import shared_data  # noqa: E402
 
 
 def percentile(values: list[int], p: float) -> float:
@@ -31,7 +33,7 @@ def percentile(values: list[int], p: float) -> float:
 
 
 def measure(n: int) -> dict:
-    profile = load(str(ROOT.parent / "shared" / "data" / "profiles" / "docker-default.json")).profile
+    profile = load(str(shared_data.PROFILES / "docker-default.json")).profile
     patched = patch_profile(profile)
     audited = audit.audit_program(patched)
     nr = syscalls.resolve("x86_64", "reboot")  # in E(A): ENOSYS, through the agent

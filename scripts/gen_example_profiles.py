@@ -23,8 +23,9 @@ sys.path.insert(0, str(REPO))
 
 from ocishim.arch import BY_NAME  # noqa: E402
 from ocishim.convert import convert_file, dumps  # noqa: E402
+from tests import shared_data  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data" / "profiles"
+SHARED = shared_data.PROFILES
 OUT = REPO / "examples" / "profiles"
 SOURCES = {"old-host.json": ("docker-default-20.10.0.json", (5, 4)),
            "docker-minus-faccessat2.json": ("docker-default.json", (6, 18))}

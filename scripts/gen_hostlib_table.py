@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "libseccomp" / "known.csv"
+sys.path.insert(0, str(REPO))
+from tests import shared_data  # noqa: E402  (needs the repo on sys.path)
+
+SOURCE = shared_data.KNOWN_CSV
 TARGET = REPO / "ocishim" / "hostlib_data.py"
 
 

@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "libc" / "fallbacks.csv"
+sys.path.insert(0, str(REPO))
+from tests import shared_data  # noqa: E402  (needs the repo on sys.path)
+
+SOURCE = shared_data.FALLBACKS_CSV
 TARGET = REPO / "ocishim" / "scan" / "fallbacks_data.py"
 FIELDS = ("libc", "version", "syscall", "function", "fallback_on", "if_eperm")
 

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = REPO.parent / "shared" / "data" / "syscalls" / "syscalls.csv"
+# The shared contract data: ../shared beside the checkout, or $OCISHIM_SHARED (make's SHARED).
+SHARED = Path(os.environ.get("OCISHIM_SHARED") or REPO.parent / "shared")
+DEFAULT_CSV = SHARED / "data" / "syscalls" / "syscalls.csv"
 DEFAULT_OUTPUT = REPO / "ocishim" / "syscalls" / "_data.py"
 COLUMNS = ["arch", "name", "nr", "since", "until"]
 
@@ -112,8 +114,13 @@ def render(table: dict[str, list[Row]], source: str, sha256: str) -> str:
 
 
 def _display_path(path: Path) -> str:
-    # Relative to the repo, so the header does not depend on where the checkout lives.
-    return Path(os.path.relpath(os.path.abspath(path), REPO)).as_posix()
+    # Relative to the repo, so the header does not depend on where the checkout lives; a
+    # file of the shared data as ../shared/..., wherever $OCISHIM_SHARED puts it.
+    path = Path(os.path.abspath(path))
+    shared = Path(os.path.abspath(SHARED))
+    if path.is_relative_to(shared):
+        return (Path("..") / "shared" / path.relative_to(shared)).as_posix()
+    return Path(os.path.relpath(path, REPO)).as_posix()
 
 
 def main(argv: list[str] | None = None) -> int:
