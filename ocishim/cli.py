@@ -823,7 +823,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("rootfs", metavar="ROOTFS",
                         help="root file system directory, OCI image layout, or docker/podman save archive")
         sp.add_argument("profile", metavar="PROFILE", nargs="?",
-                        help="bundle, config.json, linux.seccomp or Docker profile (default: Docker's default)")
+                        help="bundle, config.json, linux.seccomp or Docker profile (default: Docker's "
+                             "default profile where it is installed, else podman's "
+                             "/usr/share/containers/seccomp.json)")
         sp.add_argument("--caps", metavar="CAP,...",
                         help="capabilities for a Docker profile's includes/excludes "
                              "(default: Docker's default set)")

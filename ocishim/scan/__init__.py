@@ -18,11 +18,15 @@ from ..patch import Mode, Version
 from ..profile.model import Profile
 from . import elf, facts
 from .findings import Answers, Finding, find, missing_arches
-from .tree import open_source
+from .tree import open_source, source_mode
 
-# Docker's default profile, beside a development checkout (../shared/data/profiles).
+# Without PROFILE: Docker's default profile, beside a development checkout
+# (../shared/data/profiles) or where an administrator put it; else the default profile of
+# podman and CRI-O, which containers-common installs (golang-github-containers-common on
+# Debian, a dependency of podman).
 DEFAULT_PROFILES = (Path(__file__).resolve().parents[3] / "shared" / "data" / "profiles" / "docker-default.json",
-                    Path("/usr/share/ocishim/docker-default.json"))
+                    Path("/usr/share/ocishim/docker-default.json"),
+                    Path("/usr/share/containers/seccomp.json"))
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,8 @@ def default_profile() -> str:
     for path in DEFAULT_PROFILES:
         if path.is_file():
             return str(path)
-    raise UsageError("PROFILE", "no default profile here (Docker's default profile is not installed): "
+    raise UsageError("PROFILE", "no default profile here (neither Docker's default profile nor "
+                                "containers-common's /usr/share/containers/seccomp.json is installed): "
                                 "give PROFILE")
 
 
@@ -179,7 +184,11 @@ def report_text(r: Report) -> str:
 
 
 def cmd_scan(args, load_profile, mode_of) -> int:
-    """`ocishim scan`; exit 0 nothing breaks after ocishim, 3 something does."""
+    """`ocishim scan`; exit 0 nothing breaks after ocishim, 3 something does.
+
+    The arguments are checked in the order they are given (ROOTFS, the options) before a
+    default PROFILE is looked for, so that a mistake is named as such wherever that is."""
+    source_mode(args.rootfs)
     if args.runtime not in ("runc", "crun"):
         raise UsageError("--runtime", f"must be runc or crun, not {args.runtime!r}")
     host = None
@@ -187,9 +196,9 @@ def cmd_scan(args, load_profile, mode_of) -> int:
         from ..hostlib import parse_version
 
         host = parse_version(args.host_libseccomp)
+    mode, emulate = mode_of(args)
     if args.profile is None:
         args.profile = default_profile()
-    mode, emulate = mode_of(args)
     profile = load_profile(args)
     report = scan(args.rootfs, profile, args.profile, mode, emulate, args.runtime, host)
     if args.json:

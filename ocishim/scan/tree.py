@@ -186,19 +186,25 @@ def normalize(name: str) -> str | None:
 
 # --- the three kinds of source ------------------------------------------------------
 
-def open_source(path: str) -> Tree:
-    """The tree of a root file system directory, an OCI layout, or an image archive."""
+def source_mode(path: str) -> int:
+    """The st_mode of a source scan can read (a directory or a file), without reading it;
+    a UsageError naming ROOTFS when it is missing or neither."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise UsageError("ROOTFS", f"{path}: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        if os.path.isfile(os.path.join(path, "oci-layout")) and os.path.isfile(os.path.join(path, "index.json")):
-            return _from_layout(path)
-        return _from_directory(path)
-    if stat.S_ISREG(st.st_mode):
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        raise UsageError("ROOTFS", f"{path}: not a directory, an OCI layout or an image archive")
+    return st.st_mode
+
+
+def open_source(path: str) -> Tree:
+    """The tree of a root file system directory, an OCI layout, or an image archive."""
+    if stat.S_ISREG(source_mode(path)):
         return _from_archive(path)
-    raise UsageError("ROOTFS", f"{path}: not a directory, an OCI layout or an image archive")
+    if os.path.isfile(os.path.join(path, "oci-layout")) and os.path.isfile(os.path.join(path, "index.json")):
+        return _from_layout(path)
+    return _from_directory(path)
 
 
 def _from_directory(root: str) -> Tree:

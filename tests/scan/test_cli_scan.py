@@ -107,3 +107,41 @@ def test_a_machine_the_filter_lacks_is_reported(busybox_root, tmp_path):
     # libseccomp's bad-arch action is KILL_THREAD unless the profile says otherwise
     assert (missing["syscall"], missing["breaks_before"], missing["breaks_after"]) == ("*", True, True)
     assert missing["before"] == missing["after"] == "KILL_THREAD"
+
+
+
+CONTAINERS_DEFAULT = Path("/usr/share/containers/seccomp.json")
+
+
+def test_default_profile_away_from_a_checkout(busybox_root, tmp_path_factory):
+    """Without PROFILE and with no ../shared beside the package (an installed ocishim),
+    scan uses containers-common's default profile, which podman installs, and says so."""
+    if not CONTAINERS_DEFAULT.is_file():
+        pytest.skip(f"{CONTAINERS_DEFAULT} is not installed (make test installs podman, which brings it)")
+    lib = tmp_path_factory.mktemp("installed") / "lib"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "ocishim", lib / "ocishim",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert not (lib.parent / "shared").exists()  # where ocishim/scan/__init__.py looks first
+    proc = subprocess.run([sys.executable, "-m", "ocishim", "scan", str(busybox_root)], capture_output=True,
+                          text=True, timeout=120, cwd=lib, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)})
+    assert proc.returncode in (0, 3), proc.stderr
+    assert f"profile {CONTAINERS_DEFAULT}; before: plain runc" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("args, where", [
+    (["/nonexistent-h10"], "ocishim: ROOTFS: /nonexistent-h10: No such file or directory"),
+    (["{root}", "--runtime", "youki"], "ocishim: --runtime: must be runc or crun"),
+    (["{root}", "--host-libseccomp", "3.0"], "ocishim: --host-libseccomp: unknown libseccomp version"),
+    (["{root}", "--enosys", "sometimes"], "ocishim: --enosys"),
+    (["{root}"], "ocishim: PROFILE: no default profile here"),
+])
+def test_mistakes_are_named_before_a_missing_default(busybox_root, monkeypatch, capsys, args, where):
+    """On a host with no default profile at all, a wrong ROOTFS or option is still named
+    as such: the default is looked for last."""
+    from ocishim import scan
+    from ocishim.cli import main
+
+    monkeypatch.setattr(scan, "DEFAULT_PROFILES", (busybox_root / "nothing-here.json",))
+    assert main(["scan", *[a.replace("{root}", str(busybox_root)) for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(where) and err.count("\n") == 1, err
