@@ -14,7 +14,6 @@ tests/test_examples.py checks the committed files equal this script's output.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -95,7 +95,7 @@ def ocishim_page() -> str:
     parser = build_parser()
     out = [f'.TH OCISHIM 1 "" "ocishim {__version__}" "User Commands"',
            ".SH NAME", "ocishim \\- seccomp profiles that answer ENOSYS for syscalls they cannot know",
-           ".SH SYNOPSIS", f".B ocishim", "\\fICOMMAND\\fR [\\fIOPTIONS\\fR] ...",
+           ".SH SYNOPSIS", ".B ocishim", "\\fICOMMAND\\fR [\\fIOPTIONS\\fR] ...",
            ".br", ".B ocishim \\-\\-version",
            ".SH DESCRIPTION", *block(parser.description or ""),
            ".SH OPTIONS", *options(parser),
@@ -144,7 +144,7 @@ def runtime_page() -> str:
     out = [f'.TH OCISHIM\\-RUNTIME 8 "" "ocishim {__version__}" "System Administration"',
            ".SH NAME", "ocishim\\-runtime \\- a runc\\-compatible runtime that patches seccomp filters",
            ".SH SYNOPSIS",
-           f".B ocishim\\-runtime", f"[\\fB{roff(w.OWN_FLAG)}\\fR \\fIPATH\\fR] "
+           ".B ocishim\\-runtime", f"[\\fB{roff(w.OWN_FLAG)}\\fR \\fIPATH\\fR] "
            f"[\\fB{roff(w.CONFIG_FLAG)}\\fR \\fIFILE\\fR] [\\fIRUNTIME\\-OPTIONS\\fR] "
            "\\fICOMMAND\\fR [\\fIARGS\\fR]",
            ".br", f".B ocishim\\-runtime {roff(w.VERSION_FLAG)}",
