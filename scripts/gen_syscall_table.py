@@ -21,14 +21,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The shared contract data: ../shared beside the checkout, or $OCISHIM_SHARED (make's SHARED).
-SHARED = Path(os.environ.get("OCISHIM_SHARED") or REPO.parent / "shared")
-DEFAULT_CSV = SHARED / "data" / "syscalls" / "syscalls.csv"
-DEFAULT_OUTPUT = REPO / "ocishim" / "syscalls" / "_data.py"
-COLUMNS = ["arch", "name", "nr", "since", "until"]
-
 sys.path.insert(0, str(REPO))
 from ocishim.arch import ARCHES  # noqa: E402  (needs the repo on sys.path)
+from tests import shared_data  # noqa: E402
+
+# The shared contract data: ../shared beside the checkout, or $OCISHIM_SHARED (make's SHARED).
+SHARED = shared_data.SHARED
+DEFAULT_CSV = shared_data.SYSCALLS_CSV
+DEFAULT_OUTPUT = REPO / "ocishim" / "syscalls" / "_data.py"
+COLUMNS = ["arch", "name", "nr", "since", "until"]
 
 Version = tuple[int, int]
 Row = tuple[str, int, int, int, Version | None]
